@@ -1,0 +1,192 @@
+"""The command line: ``tftproxy serve | fetch | status | ...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tftproxy import __version__
+from tftproxy.config import Settings, SettingsError, load_settings
+
+log = logging.getLogger("tftproxy")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {"tftproot": getattr(args, "root", None), **extra}
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="tftproxy's YAML settings file")
+    p.add_argument("--root", type=Path, metavar="DIR",
+                   help="the TFTP root (smart-proxy's tftproot; default /var/lib/tftpboot)")
+
+
+# ---------------------------------------------------------------------- serve
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tftproxy.service import run_server
+
+    settings = _settings(args, listen=args.listen)
+    return asyncio.run(run_server(settings))
+
+
+# ---------------------------------------------------------------------- fetch
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class _ProgressBar:
+    """A one-line progress bar on a terminal; silent elsewhere."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        t = time.monotonic()
+        if t - self._last < 0.1 and (total is None or done < total):
+            return
+        self._last = t
+        if total:
+            frac = min(done / total, 1.0)
+            bar = "#" * int(frac * 30)
+            line = f"\r[{bar:<30}] {frac * 100:5.1f}% {_human(done)} / {_human(total)}"
+        else:
+            line = f"\r{_human(done)}"
+        self.stream.write(line)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from tftproxy.bootfiles import BootFiles
+
+    settings = _settings(args)
+    bar = _ProgressBar(sys.stderr)
+
+    async def go() -> int:
+        files = BootFiles(settings)
+        files.recover()
+        try:
+            job = files.request(args.prefix, args.url, progress=bar)
+            result = await job.wait()
+        finally:
+            await files.close()
+        bar.finish()
+        if result.ok:
+            print(f"{result.status}: {result.name} {result.size} bytes sha256 {result.sha256}")
+            return 0
+        print(f"failed: {result.message}", file=sys.stderr)
+        return 1
+
+    return asyncio.run(go())
+
+
+# --------------------------------------------------------------------- status
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tftproxy.bootfiles import status_report
+
+    settings = _settings(args)
+    report = status_report(settings.tftproot)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    files = report["files"]
+    if not files:
+        print(f"no boot files published under {settings.tftproot}")
+        return 0
+    for f in files:
+        print(f["name"])
+        print(f"  state:        {f['state']}")
+        cur = f.get("current")
+        if cur:
+            print(f"  source:       {cur['source']}")
+            if cur["final_url"] != cur["source"]:
+                print(f"  fetched from: {cur['final_url']}")
+            print(f"  size:         {cur['size']} bytes")
+            print(f"  sha256:       {cur['sha256']}")
+            print(f"  etag:         {cur['etag'] or '-'}")
+            print(f"  last-modified:{' ' + cur['last_modified'] if cur['last_modified'] else ' -'}")
+            print(f"  fetched:      {f['fetched']}")
+        print(f"  checked:      {f['checked']}")
+    return 0
+
+
+# ----------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tftproxy",
+        description="Transactional boot files for PXE: a drop-in for smart-proxy's TFTP module.",
+    )
+    parser.add_argument("--version", action="version", version=f"tftproxy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP API (and the TFTP server if configured)",
+                       description="Run the smart-proxy compatible HTTP API.")
+    _add_common(p)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address of the HTTP API (default 127.0.0.1:8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("fetch", help="fetch one boot file transactionally, from a shell",
+                       description="Fetch URL and publish it as PREFIX-basename (or PREFIX/basename "
+                       "when PREFIX ends in /), exactly as POST /tftp/fetch_boot_file does. "
+                       "Exits non-zero on failure.")
+    _add_common(p)
+    p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
+    p.add_argument("url", metavar="URL", help="source URL (http or https)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("status", help="list published boot files and their sources",
+                       description="Every published boot file with its source URL, size, sha256, "
+                       "validators, and when it was fetched and last checked.")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        rc: int = args.func(args)
+    except SettingsError as exc:
+        print(f"tftproxy: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
