@@ -17,14 +17,21 @@ from tftproxy.config import Settings, SettingsError, load_settings
 log = logging.getLogger("tftproxy")
 
 
+def _overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    return {"tftproot": getattr(args, "root", None), **extra}
+
+
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    overrides: dict[str, Any] = {"tftproot": getattr(args, "root", None), **extra}
-    return load_settings(getattr(args, "config", None), overrides)
+    return load_settings(getattr(args, "config", None), _overrides(args, **extra),
+                         settings_dir=getattr(args, "settings_dir", None))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings-dir", type=Path, metavar="DIR",
+                   help="a smart-proxy settings directory (settings.yml, settings.d/tftp.yml), "
+                   "e.g. /etc/foreman-proxy")
     p.add_argument("--config", type=Path, metavar="FILE",
-                   help="tftproxy's YAML settings file")
+                   help="tftproxy's YAML settings file (wins over --settings-dir)")
     p.add_argument("--root", type=Path, metavar="DIR",
                    help="the TFTP root (smart-proxy's tftproot; default /var/lib/tftpboot)")
 
@@ -34,8 +41,28 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from tftproxy.service import run_server
 
-    settings = _settings(args, listen=args.listen)
+    # An explicit --listen asks for HTTP even where a smart-proxy settings.yml has no http_port.
+    http = {"listen": args.listen, "http_enabled": True} if args.listen else {}
+    settings = _settings(args, **http)
     return asyncio.run(run_server(settings))
+
+
+# --------------------------------------------------------------------- config
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from tftproxy import settings_files
+
+    loaded = settings_files.load(args.settings_dir, args.config, _overrides(args))
+    for warning in loaded.warnings:
+        print(f"tftproxy: warning: {warning}", file=sys.stderr)
+    if args.json:
+        data = loaded.settings.model_dump(mode="json")
+        json.dump({k: {"value": v, "from": loaded.origin[k]} for k, v in data.items()},
+                  sys.stdout, indent=2)
+        print()
+    else:
+        sys.stdout.write(settings_files.render(loaded))
+    return 0
 
 
 # ---------------------------------------------------------------------- fetch
@@ -89,7 +116,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         files.recover()
         try:
             job = files.request(args.prefix, args.url, progress=bar)
-            result = await job.wait()
+            result = await job.outcome()
         finally:
             await files.close()
         bar.finish()
@@ -153,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("fetch", help="fetch one boot file transactionally, from a shell",
-                       description="Fetch URL and publish it as PREFIX-basename (or PREFIX/basename "
-                       "when PREFIX ends in /), exactly as POST /tftp/fetch_boot_file does. "
-                       "Exits non-zero on failure.")
+                       description="Fetch URL and publish it as PREFIX-basename (or "
+                       "PREFIX/basename when PREFIX ends in /), exactly as "
+                       "POST /tftp/fetch_boot_file does. Exits non-zero on failure.")
     _add_common(p)
     p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
     p.add_argument("url", metavar="URL", help="source URL (http or https)")
@@ -167,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config", help="print the effective settings and where each came from",
+                       description="Print every setting's effective value as tftproxy YAML, each "
+                       "with a comment naming its source (default, a file and key, an "
+                       "environment variable, the command line). Exits 2 on a bad setting.")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_config)
 
     return parser
 

@@ -2,21 +2,31 @@
 
 Names follow smart-proxy's settings where one exists (``tftproot``, ``tftp_connect_timeout``,
 ``verify_server_cert``...), so an admin's knowledge and files carry over. Values come, lowest
-first, from the defaults here, a YAML file (``--config``) and ``TFTPROXY_<KEY>`` environment
-variables; command-line flags are applied last by the CLI.
+first, from the defaults here, a smart-proxy settings directory (``--settings-dir``), a YAML file
+(``--config``), ``TFTPROXY_<KEY>`` environment variables and command-line flags; reading them is
+:mod:`tftproxy.settings_files`' job.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "TFTPROXY_"
+
+log = logging.getLogger(__name__)
 
 
 class RefreshMode(StrEnum):
@@ -24,6 +34,17 @@ class RefreshMode(StrEnum):
     # booting stale ones. keep: the old version stays served until the new one replaces it.
     HIDE = "hide"
     KEEP = "keep"
+
+
+class FeatureMode(StrEnum):
+    # smart-proxy's per-module `enabled`: the module on both listeners, off, or on one only.
+    ON = "true"
+    OFF = "false"
+    HTTP = "http"
+    HTTPS = "https"
+
+
+TLS_VERSIONS = ("1.2", "1.3")
 
 
 class SettingsError(ValueError):
@@ -57,6 +78,17 @@ def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, in
     return host or "127.0.0.1", port
 
 
+def parse_listen(value: str) -> list[tuple[str | None, int]]:
+    """Parse ``HOST:PORT[,HOST:PORT...]``; host ``*`` (every address) becomes None."""
+    addresses: list[tuple[str | None, int]] = []
+    for part in value.split(","):
+        if not part.strip():
+            raise ValueError(f"bad address list {value!r}: empty entry")
+        host, port = parse_hostport(part)
+        addresses.append((None if host == "*" else host, port))
+    return addresses
+
+
 class Settings(BaseModel):
     """Every tftproxy setting, with smart-proxy's names where they exist."""
 
@@ -68,8 +100,43 @@ class Settings(BaseModel):
     tftp_connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
     verify_server_cert: bool = Field(True, description="Verify upstream TLS certificates.")
 
-    # --- the HTTP API ---
-    listen: str = Field("127.0.0.1:8000", description="HOST:PORT of the HTTP API.")
+    # --- the API listeners and who may use them (smart-proxy's settings.yml) ---
+    listen: str = Field(
+        "127.0.0.1:8000",
+        description="HOST:PORT of the HTTP API; several may be given, comma-separated; "
+        "host * means every address.",
+    )
+    http_enabled: bool = Field(True, description="Serve the API over plain HTTP on `listen`.")
+    https_listen: str = Field(
+        "127.0.0.1:8443",
+        description="HOST:PORT of the HTTPS API (same syntax as `listen`), served when "
+        "ssl_certificate, ssl_private_key and ssl_ca_file are all set.",
+    )
+    ssl_certificate: FilePath | None = Field(None, description="PEM certificate of the API.")
+    ssl_private_key: FilePath | None = Field(None, description="PEM private key of the API.")
+    ssl_ca_file: FilePath | None = Field(
+        None, description="PEM CA bundle that HTTPS client certificates must chain to."
+    )
+    ssl_disabled_ciphers: list[str] = Field(
+        default_factory=list, description="OpenSSL cipher names refused over HTTPS (TLS <= 1.2)."
+    )
+    tls_disabled_versions: list[str] = Field(
+        default_factory=list,
+        description="TLS versions refused besides 1.0 and 1.1, which always are: '1.2' or '1.3'.",
+    )
+    trusted_hosts: list[str] | None = Field(
+        None,
+        description="Clients allowed on /tftp and /v2/features: the client certificate's CN "
+        "over HTTPS, the forward-verified reverse DNS name over HTTP. Unset: everyone; "
+        "empty: no one.",
+    )
+    forward_verify: bool = Field(
+        True, description="Over HTTP, require the reverse DNS name to resolve back to the client."
+    )
+    feature_enabled: FeatureMode = Field(
+        FeatureMode.ON,
+        description="smart-proxy's tftp `enabled`: true, false, or http / https for one of them.",
+    )
 
     # --- fetching ---
     fetch_wait: float = Field(
@@ -93,14 +160,72 @@ class Settings(BaseModel):
         "keep: serve the old version until the new one replaces it."
     )
     job_retention: float = Field(
-        600.0, ge=0, description="How long a finished fetch job stays visible at its status URL (s)."
+        600.0, ge=0,
+        description="How long a finished fetch job stays visible at its status URL (s).",
     )
 
-    @field_validator("listen")
+    @field_validator("listen", "https_listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
-        parse_hostport(value)
+        parse_listen(value)
         return value
+
+    @field_validator("feature_enabled", mode="before")
+    @classmethod
+    def _check_feature(cls, value: Any) -> Any:
+        # YAML reads `enabled: true` as a boolean and `enabled: https` as a string.
+        if isinstance(value, bool):
+            return FeatureMode.ON if value else FeatureMode.OFF
+        return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_trusted(cls, value: list[str] | None) -> list[str] | None:
+        # Names are compared with the lower-cased CN or DNS name, as smart-proxy does.
+        return None if value is None else [h.strip().lower() for h in value if h.strip()]
+
+    @field_validator("tls_disabled_versions", mode="before")
+    @classmethod
+    def _check_tls_versions(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        versions = [str(v) for v in value]
+        bad = [v for v in versions if v not in TLS_VERSIONS]
+        if bad:
+            raise ValueError(f"unknown TLS version(s) {', '.join(bad)}; "
+                             f"use {', '.join(TLS_VERSIONS)}")
+        return versions
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Settings:
+        ssl_keys = ("ssl_certificate", "ssl_private_key", "ssl_ca_file")
+        missing = [k for k in ssl_keys if getattr(self, k) is None]
+        if 0 < len(missing) < len(ssl_keys):
+            raise ValueError(f"{', '.join(missing)} must be set too: HTTPS needs all of "
+                             f"{', '.join(ssl_keys)}")
+        if {"1.2", "1.3"} <= set(self.tls_disabled_versions):
+            raise ValueError("tls_disabled_versions disables every TLS version HTTPS can use")
+        if not self.http_enabled and not self.https_enabled:
+            raise ValueError("http_enabled is false and HTTPS is not configured (ssl_certificate, "
+                             "ssl_private_key, ssl_ca_file): no API listener is left")
+        if self.feature_enabled is FeatureMode.HTTP and not self.http_enabled:
+            raise ValueError("feature_enabled is http but http_enabled is false")
+        if self.feature_enabled is FeatureMode.HTTPS and not self.https_enabled:
+            raise ValueError("feature_enabled is https but HTTPS is not configured "
+                             "(ssl_certificate, ssl_private_key, ssl_ca_file)")
+        return self
+
+    @property
+    def https_enabled(self) -> bool:
+        """HTTPS is served when its certificate, key and client CA are all configured."""
+        return None not in (self.ssl_certificate, self.ssl_private_key, self.ssl_ca_file)
+
+    def feature_on(self, scheme: str) -> bool:
+        """Whether the TFTP routes are offered over ``scheme`` (``http`` or ``https``)."""
+        if scheme == "https":
+            return self.https_enabled and self.feature_enabled in (FeatureMode.ON,
+                                                                   FeatureMode.HTTPS)
+        return self.http_enabled and self.feature_enabled in (FeatureMode.ON, FeatureMode.HTTP)
 
     @field_validator("http_proxy")
     @classmethod
@@ -108,23 +233,6 @@ class Settings(BaseModel):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value or None
-
-
-def _coerce_env(raw: str) -> Any:
-    # YAML scalars give env values the same typing rules as the file ("true", "10", "[a, b]").
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-
-
-def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(settings)"
-        where = origin.get(str(err["loc"][0]) if err["loc"] else "", "defaults")
-        lines.append(f"setting {key!r} from {where}: {err['msg']}")
-    return "; ".join(lines)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -146,30 +254,15 @@ def load_settings(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    settings_dir: Path | None = None,
 ) -> Settings:
-    """Build the effective settings: defaults < config file < environment < overrides."""
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    if config_file is not None:
-        for key, val in read_yaml(config_file).items():
-            values[key] = val
-            origin[key] = str(config_file)
-    env = os.environ if environ is None else environ
-    fields = Settings.model_fields
-    for name in fields:
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None:
-            values[name] = _coerce_env(raw)
-            origin[name] = f"environment variable {ENV_PREFIX}{name.upper()}"
-    for key, val in (overrides or {}).items():
-        if val is not None:
-            values[key] = val
-            origin[key] = "command line"
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        where = ", ".join(f"{k!r} ({origin.get(k, '?')})" for k in unknown)
-        raise SettingsError(f"unknown setting(s): {where}")
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        raise SettingsError(_format_errors(exc, origin)) from None
+    """The effective settings: defaults < settings dir < config file < environment < overrides.
+
+    Warnings (unknown keys...) go to the log; :mod:`tftproxy.settings_files` has the details.
+    """
+    from tftproxy import settings_files  # it builds on this module
+
+    loaded = settings_files.load(settings_dir, config_file, overrides, environ)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    return loaded.settings

@@ -26,7 +26,6 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -474,12 +473,24 @@ class BootStore:
                 tmp.unlink()
         return report
 
+    def repair(self, name: str) -> RecoveryReport:
+        """Recover one name; the caller holds its lock, so any half-done state is stale."""
+        report = RecoveryReport()
+        rec = self.record(name)
+        if rec is not None:
+            self._recover_record(rec, report)
+        for entry in self.staging_dir.glob(f"{name_key(name)}-*"):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                report.staging_removed += 1
+        return report
+
     def _recover_record(self, rec: Record, report: RecoveryReport) -> None:
-        if rec.state == "switching" and rec.candidate is not None:
-            if self.object_path(rec.candidate.sha256).exists():
-                self.commit(rec.name, rec.candidate)
-                report.completed.append(rec.name)
-                return
+        cand = rec.candidate
+        if rec.state == "switching" and cand and self.object_path(cand.sha256).exists():
+            self.commit(rec.name, cand)
+            report.completed.append(rec.name)
+            return
         if rec.state in ("refreshing", "switching"):
             restored = self.abort_refresh(rec.name)
             if restored is None:

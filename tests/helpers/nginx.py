@@ -1,0 +1,105 @@
+"""nginx from Debian on a loopback port: real ETag, Last-Modified and 304 behaviour."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_nginx() -> str:
+    for cand in (shutil.which("nginx"), "/usr/sbin/nginx"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise RuntimeError("nginx not found: run scripts/system-deps (Debian package nginx-light)")
+
+
+class Nginx:
+    """A private nginx serving ``www``; ``extra`` is added inside the server block."""
+
+    def __init__(self, base: Path, extra: str = "", http_extra: str = "") -> None:
+        self.base = base
+        self.www = base / "www"
+        self.www.mkdir(parents=True, exist_ok=True)
+        (base / "tmp").mkdir(exist_ok=True)
+        self.port = free_port()
+        self.access_log = base / "access.log"
+        conf = base / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+master_process off;
+pid {base}/nginx.pid;
+error_log {base}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  log_format t '$request_method $uri $status $body_bytes_sent';
+  access_log {self.access_log} t;
+  client_body_temp_path {base}/tmp; proxy_temp_path {base}/tmp;
+  fastcgi_temp_path {base}/tmp; uwsgi_temp_path {base}/tmp; scgi_temp_path {base}/tmp;
+  sendfile on;
+  types {{ application/octet-stream bin; }}
+  default_type application/octet-stream;
+  {http_extra}
+  server {{
+    listen 127.0.0.1:{self.port};
+    root {self.www};
+    {extra}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen([find_nginx(), "-c", str(conf), "-p", str(base)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"nginx failed: {self.proc.stderr.read().decode()}")
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not start listening within 10 s")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def put(self, rel: str, data: bytes, mtime: float | None = None) -> Path:
+        """Write a file atomically (as a mirror sync would) with an optional mtime."""
+        path = self.www / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, path)
+        return path
+
+    def log_lines(self, uri: str) -> list[tuple[str, int, int]]:
+        """(method, status, body bytes) for every logged request of ``uri``."""
+        out = []
+        if not self.access_log.exists():
+            return out
+        for line in self.access_log.read_text().splitlines():
+            method, u, status, size = line.split()
+            if u == uri:
+                out.append((method, int(status), int(size)))
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
