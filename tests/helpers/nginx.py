@@ -26,7 +26,8 @@ def find_nginx() -> str:
 class Nginx:
     """A private nginx serving ``www``; ``extra`` is added inside the server block."""
 
-    def __init__(self, base: Path, extra: str = "", http_extra: str = "") -> None:
+    def __init__(self, base: Path, extra: str = "", http_extra: str = "",
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.base = base
         self.www = base / "www"
         self.www.mkdir(parents=True, exist_ok=True)
@@ -34,6 +35,9 @@ class Nginx:
         self.port = free_port()
         self.access_log = base / "access.log"
         conf = base / "nginx.conf"
+        listen_tls = ""
+        if tls is not None:
+            listen_tls = f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}"
         conf.write_text(f"""
 worker_processes 1;
 daemon off;
@@ -51,7 +55,7 @@ http {{
   default_type application/octet-stream;
   {http_extra}
   server {{
-    listen 127.0.0.1:{self.port};
+    listen 127.0.0.1:{self.port}{listen_tls};
     root {self.www};
     {extra}
   }}
@@ -66,7 +70,8 @@ http {{
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"nginx failed: {self.proc.stderr.read().decode()}")
+                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"nginx failed: {err}") from None
                 time.sleep(0.05)
         raise RuntimeError("nginx did not start listening within 10 s")
 
