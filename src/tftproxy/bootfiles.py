@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,9 +27,19 @@ from tftproxy.fetcher import (
     Validators,
     check_scheme,
 )
-from tftproxy.store import BootStore, PathRefused, RecoveryReport, StagingFile, Version
+from tftproxy.store import (
+    BootStore,
+    NameLock,
+    PathRefused,
+    RecoveryReport,
+    StagingFile,
+    Version,
+)
 
 log = logging.getLogger(__name__)
+
+# Lock files kept open (each is one descriptor); least recently used ones are closed.
+FLOCK_CACHE = 256
 
 ResultStatus = Literal["published", "unchanged", "ignored", "failed"]
 ProgressFn = Callable[[int, int | None], None]
@@ -161,6 +172,9 @@ class BootFiles:
         self._jobs: dict[str, Job] = {}
         self._active: dict[str, Job] = {}
         self._name_locks: dict[str, asyncio.Lock] = {}
+        # Open lock files and last check times, so an up-to-date check costs no open().
+        self._flocks: OrderedDict[str, NameLock] = OrderedDict()
+        self._touched: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def recover(self) -> RecoveryReport:
@@ -181,6 +195,9 @@ class BootFiles:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.fetcher.close()
+        for flock in self._flocks.values():
+            flock.release()
+        self._flocks.clear()
 
     def job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -247,23 +264,32 @@ class BootFiles:
 
     async def _fetch(self, job: Job) -> FetchResult:
         # Requests for one name with different URLs queue here; flock covers other processes.
+        # One small lock per name ever requested: names are few (boot files, not requests).
         name_lock = self._name_locks.setdefault(job.name, asyncio.Lock())
         async with name_lock:
-            flock = self.store.lock(job.name)
+            flock = self._flock(job.name)
             try:
                 if not flock.acquire(blocking=False):
                     await asyncio.to_thread(flock.acquire)
                 return await self._fetch_locked(job)
             finally:
-                flock.release()
-                if not name_lock.locked():
-                    self._name_locks.pop(job.name, None)
+                flock.unlock()
+
+    def _flock(self, name: str) -> NameLock:
+        flock = self._flocks.pop(name, None) or self.store.lock(name)
+        self._flocks[name] = flock
+        while len(self._flocks) > FLOCK_CACHE:
+            _, old = self._flocks.popitem(last=False)
+            old.release()
+        return flock
 
     async def _fetch_locked(self, job: Job) -> FetchResult:
         store, name, url = self.store, job.name, job.url
         # The lock was free, so a half-done state is a dead process's: repair it first.
-        await asyncio.to_thread(store.repair, name)
-        rec = store.record(name)
+        rec = store.record(name, with_checked=False)
+        if store.needs_repair(name, rec):
+            await asyncio.to_thread(store.repair, name)
+            rec = store.record(name, with_checked=False)
         cur = rec.current if rec is not None else None
         same_source = cur is not None and cur.source == url
         staging: StagingFile | None = None
@@ -300,7 +326,12 @@ class BootFiles:
             now = time.time()
             if isinstance(outcome, NotModified):
                 assert cur is not None  # 304 is only accepted for a conditional request
-                await asyncio.to_thread(store.mark_checked, name, cur, now)
+                if store.linked_sha256(name) == cur.sha256:
+                    if now - self._touched.get(name, 0.0) >= 1.0:
+                        self._touched[name] = now
+                        store.touch_checked(name, now)
+                else:
+                    await asyncio.to_thread(store.mark_checked, name, cur, now)
                 return FetchResult(status="unchanged", name=name, source=url, size=cur.size,
                                    sha256=cur.sha256, final_url=outcome.final_url)
             assert staging is not None

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from tftproxy.config import Settings
 
 log = logging.getLogger(__name__)
 
-# Large batches keep per-chunk Python overhead small; two in flight bound memory (~2 MiB).
+# Large batches keep per-batch thread hand-offs rare; a few in flight bound memory (~5 MiB).
 BATCH = 1024 * 1024
 READ_BUFSIZE = 256 * 1024
 
@@ -94,30 +96,56 @@ def check_scheme(url: str) -> str:
 
 
 class _HashingWriter:
-    """Hashes and writes batches on one worker thread, so hashing overlaps the network.
+    """Hashes and writes batches on a worker thread, so hashing overlaps the network.
 
-    hashlib and os.write release the GIL for large buffers; with one batch being received
-    while the previous one is hashed and written, sha256 costs little wall time.
+    hashlib and os.write release the GIL for large buffers. Batches are lists of the chunks
+    as received (no copy in the event loop); at most ``INFLIGHT`` wait, which bounds memory.
+    Every ``SYNC_EVERY`` bytes a second thread starts an fdatasync, so the disk writes while
+    the download goes on and the final fsync before publishing has little left to do.
     """
 
-    def __init__(self, sink: Sink, executor: ThreadPoolExecutor) -> None:
+    INFLIGHT = 4
+    SYNC_EVERY = 64 * 1024 * 1024
+
+    def __init__(self, sink: Sink) -> None:
         self._sink = sink
         self._hash = hashlib.sha256()
-        self._executor = executor
-        self._pending: Future[None] | None = None
+        # One worker keeps batches in order; a separate one flushes without blocking it.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tftproxy-write")
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tftproxy-sync")
+        self._pending: deque[Future[None]] = deque()
+        self._flush: Future[None] | None = None
+        self._unsynced = 0
 
-    def _work(self, data: bytes) -> None:
-        self._hash.update(data)
-        self._sink.write(data)
+    def _work(self, chunks: list[bytes]) -> None:
+        update = self._hash.update
+        for chunk in chunks:
+            update(chunk)
+        written = 0
+        for chunk in chunks:
+            self._sink.write(chunk)
+            written += len(chunk)
+        self._unsynced += written
+        if self._unsynced >= self.SYNC_EVERY and (self._flush is None or self._flush.done()):
+            self._unsynced = 0
+            self._flush = self._flusher.submit(os.fdatasync, self._sink.fd)
 
-    async def submit(self, data: bytes) -> None:
-        await self.drain()
-        self._pending = self._executor.submit(self._work, data)
+    async def submit(self, chunks: list[bytes]) -> None:
+        while len(self._pending) >= self.INFLIGHT:
+            await asyncio.wrap_future(self._pending.popleft())
+        self._pending.append(self._worker.submit(self._work, chunks))
 
     async def drain(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await asyncio.wrap_future(pending)
+        while self._pending:
+            await asyncio.wrap_future(self._pending.popleft())
+        if self._flush is not None:
+            await asyncio.wrap_future(self._flush)
+
+    def close(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+        self._worker.shutdown(wait=True)
+        self._flusher.shutdown(wait=True)
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -140,7 +168,6 @@ class Fetcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tftproxy-hash")
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.settings.verify_server_cert:
@@ -168,7 +195,6 @@ class Fetcher:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-        self._executor.shutdown(wait=False)
 
     async def fetch(
         self,
@@ -182,8 +208,9 @@ class Fetcher:
     ) -> Downloaded | NotModified:
         """GET ``url``, conditionally when validators are given, retrying what is transient.
 
-        ``sink()`` gives a fresh, empty file for each attempt: a failed attempt's bytes are
-        never continued. ``on_response`` runs once a 200's headers are in, before the body.
+        ``sink()`` gives a fresh, empty file for each attempt that gets a body: a failed
+        attempt's bytes are never continued. ``on_response`` runs once a 200's headers are
+        in, before the body.
         """
         s = self.settings
         attempt = 0
@@ -191,7 +218,7 @@ class Fetcher:
         while True:
             try:
                 async with asyncio.timeout_at(_loop_deadline(deadline)):
-                    return await self._attempt(url, sink(), etag, last_modified, on_response,
+                    return await self._attempt(url, sink, etag, last_modified, on_response,
                                                progress)
             except TimeoutError:
                 raise FetchError(
@@ -212,7 +239,7 @@ class Fetcher:
     async def _attempt(
         self,
         url: str,
-        sink: Sink,
+        sink: Callable[[], Sink],
         etag: str | None,
         last_modified: str | None,
         on_response: OnResponse | None,
@@ -249,7 +276,8 @@ class Fetcher:
                 self._check_size(validators.content_length)
                 if on_response is not None:
                     await on_response(validators)
-                return await self._stream(resp, sink, final_url, validators, progress)
+                # The staging file is made only now: an up-to-date check creates no file.
+                return await self._stream(resp, sink(), final_url, validators, progress)
         except aiohttp.TooManyRedirects:
             raise FetchError(f"more than {s.max_redirects} redirects (a redirect loop?)") from None
         except aiohttp.InvalidURL as exc:
@@ -291,9 +319,10 @@ class Fetcher:
     ) -> Downloaded:
         s = self.settings
         expected = validators.content_length
-        writer = _HashingWriter(sink, self._executor)
+        writer = _HashingWriter(sink)
         size = 0
-        batch = bytearray()
+        batch: list[bytes] = []
+        batch_size = 0
         last_report = time.monotonic()
         if progress is not None:
             progress(0, expected)
@@ -313,22 +342,25 @@ class Fetcher:
                     raise FetchError(
                         f"file grew past max_file_size ({s.max_file_size} bytes)"
                     )
-                batch += chunk
-                if len(batch) >= BATCH:
-                    await writer.submit(bytes(batch))
-                    batch.clear()
+                batch.append(chunk)
+                batch_size += len(chunk)
+                if batch_size >= BATCH:
+                    await writer.submit(batch)
+                    batch, batch_size = [], 0
                 if progress is not None:
                     now = time.monotonic()
                     if now - last_report >= 0.1:
                         last_report = now
                         progress(size, expected)
             if batch:
-                await writer.submit(bytes(batch))
+                await writer.submit(batch)
             await writer.drain()
         except aiohttp.ServerTimeoutError:
             raise  # a stall, named by the caller; TimeoutError is an OSError too
         except OSError as exc:
             raise FetchError(f"cannot write the staging file: {exc.strerror}", local=True) from None
+        finally:
+            writer.close()
         if expected is not None and size != expected:
             raise FetchError(f"truncated: got {size} of {expected} bytes", retryable=True)
         if progress is not None:
