@@ -43,8 +43,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # An explicit --listen asks for HTTP even where a smart-proxy settings.yml has no http_port.
     http = {"listen": args.listen, "http_enabled": True} if args.listen else {}
-    settings = _settings(args, **http)
+    settings = _settings(args, **http, tftp_listen=args.tftp_listen)
     return asyncio.run(run_server(settings))
+
+
+# ---------------------------------------------------------------------- tftpd
+
+def cmd_tftpd(args: argparse.Namespace) -> int:
+    from tftproxy.tftp.server import run_tftpd
+
+    settings = _settings(args, tftp_listen=args.listen, tftp_workers=args.workers)
+    if not settings.tftp_listen:
+        print("tftproxy tftpd: no address to serve: give --listen HOST:PORT "
+              "(or the tftp_listen setting)", file=sys.stderr)
+        return 2
+    return run_tftpd(settings, settings.tftp_listen)
 
 
 # --------------------------------------------------------------------- config
@@ -177,7 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--listen", metavar="HOST:PORT",
                    help="address of the HTTP API (default 127.0.0.1:8000)")
+    p.add_argument("--tftp-listen", action="append", metavar="HOST:PORT",
+                   help="also serve TFTP on this address ([ADDR]:PORT for IPv6); repeatable; "
+                   "default: the tftp_listen setting, empty (no TFTP server)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("tftpd", help="run the TFTP server alone",
+                       description="Serve the TFTP root over TFTP (RFC 1350 reads with blksize, "
+                       "tsize, timeout and windowsize) until SIGINT or SIGTERM.")
+    _add_common(p)
+    p.add_argument("--listen", action="append", metavar="HOST:PORT",
+                   help="address to serve TFTP on ([ADDR]:PORT for IPv6, port 69 if "
+                   "omitted); repeatable; default: the tftp_listen setting")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes sharing each address (default: tftp_workers, 1)")
+    p.set_defaults(func=cmd_tftpd)
 
     p = sub.add_parser("fetch", help="fetch one boot file transactionally, from a shell",
                        description="Fetch URL and publish it as PREFIX-basename (or "

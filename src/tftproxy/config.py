@@ -164,6 +164,57 @@ class Settings(BaseModel):
         description="How long a finished fetch job stays visible at its status URL (s).",
     )
 
+    # --- TFTP server ---
+    tftp_listen: list[str] = Field(
+        default_factory=list,
+        description="HOST:PORT addresses (IPv6 as [ADDR]:PORT; port 69 if omitted) where "
+        "tftproxy serves TFTP itself; empty: no TFTP server (in.tftpd or dnsmasq serves the tree).",
+    )
+    tftp_workers: int = Field(
+        1, ge=1, le=64, description="TFTP worker processes sharing each address (SO_REUSEPORT)."
+    )
+    refresh_hold: float = Field(
+        10.0, ge=0,
+        description="How long a TFTP request for a name being refreshed (hidden) goes unanswered "
+        "while the new version downloads, before the published state is served (s).",
+    )
+    tftp_timeout: float = Field(
+        1.0, gt=0, le=255,
+        description="TFTP retransmission timeout when the client negotiates none (s).",
+    )
+    tftp_retries: int = Field(
+        5, ge=0, le=100, description="TFTP retransmissions without progress before giving up."
+    )
+    tftp_max_blksize: int = Field(
+        1468, ge=512, le=65464,
+        description="Largest TFTP blksize granted; 1468 fits an Ethernet frame unfragmented.",
+    )
+    tftp_max_windowsize: int = Field(
+        64, ge=1, le=65535, description="Largest TFTP windowsize (RFC 7440) granted."
+    )
+    tftp_max_transfers: int = Field(
+        1000, ge=1,
+        description="Concurrent TFTP transfers per worker; requests beyond go unanswered "
+        "(the client retries), so a storm cannot exhaust file descriptors.",
+    )
+
+    @field_validator("tftp_listen", mode="before")
+    @classmethod
+    def _split_tftp_listen(cls, value: Any) -> Any:
+        # One address or a comma-separated list is accepted where a list is expected
+        # (TFTPROXY_TFTP_LISTEN=127.0.0.1:69,[::1]:69).
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tftp_listen")
+    @classmethod
+    def _check_tftp_listen(cls, value: list[str]) -> list[str]:
+        for address in value:
+            parse_hostport(address, default_port=69)
+        return value
+    # --- end of TFTP server ---
+
     @field_validator("listen", "https_listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
