@@ -62,8 +62,13 @@ async def _publish(api: str, media: str) -> None:
             async with session.post(f"http://{api}/tftp/fetch_boot_file",
                                     data={"prefix": "boot/demo-centos", "path": url},
                                     headers={"Accept": "json"}) as resp:
-                print(f"  POST /tftp/fetch_boot_file {name}: {resp.status} {await resp.text()}",
-                      end="")
+                print(f"  POST /tftp/fetch_boot_file {name}: {resp.status} "
+                      f"{(await resp.text()).strip()}")
+        menu = ("DEFAULT demo\nLABEL demo\n  KERNEL boot/demo-centos-vmlinuz\n"
+                "  APPEND initrd=boot/demo-centos-initrd.img console=ttyS0\n")
+        async with session.post(f"http://{api}/tftp/syslinux/create_default",
+                                data={"menu": menu}) as resp:
+            print(f"  POST /tftp/syslinux/create_default: {resp.status} -> pxelinux.cfg/default")
 
 
 async def main() -> int:

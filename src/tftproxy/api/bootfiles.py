@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from tftproxy.api.keys import BOOTFILES_KEY
+from tftproxy.api.params import ParamError, read_params
 from tftproxy.bootfiles import BadRequest, BootFiles, failure_text
 
 routes = web.RouteTableDef()
@@ -29,10 +30,9 @@ def _text(status: int, text: str) -> web.Response:
 async def fetch_boot_file(request: web.Request) -> web.StreamResponse:
     files = _files(request)
     try:
-        form = await request.post()
-    except ValueError as exc:
-        return _text(400, f"{CONTEXT}: unreadable request body: {exc}")
-    params = {**request.query, **{k: v for k, v in form.items() if isinstance(v, str)}}
+        params = await read_params(request)
+    except ParamError as exc:
+        return _text(exc.status, f"{CONTEXT}: {exc.reason}")
     prefix, path = params.get("prefix", ""), params.get("path", "")
     try:
         job = files.request(prefix, path)
