@@ -27,7 +27,7 @@ async def test_publish_is_a_relative_link_to_content(api, nginx: Nginx, root: Pa
     assert body == {
         "name": "boot/centos-mirror-AbC123-vmlinuz", "status": "published",
         "source": nginx.url("os/images/pxeboot/vmlinuz"), "size": len(kernel),
-        "sha256": sha(kernel),
+        "sha256": sha(kernel), "set": "boot/centos-mirror-AbC123", "generation": 1,
     }
     final = root / "boot/centos-mirror-AbC123-vmlinuz"
     assert final.is_symlink()

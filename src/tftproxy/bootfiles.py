@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 from tftproxy.config import RefreshMode, Settings
 from tftproxy.fetcher import (
-    Downloaded,
     Fetcher,
     FetchError,
     NotModified,
@@ -31,6 +30,7 @@ from tftproxy.store import (
     BootStore,
     NameLock,
     PathRefused,
+    Record,
     RecoveryReport,
     StagingFile,
     Version,
@@ -58,6 +58,8 @@ class FetchResult:
     sha256: str | None = None
     final_url: str | None = None
     message: str | None = None
+    set: str | None = None
+    generation: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,9 @@ class FetchResult:
             data.update(size=self.size, sha256=self.sha256)
             if self.final_url and self.final_url != self.source:
                 data["final_url"] = self.final_url
+            if self.set is not None:
+                data["set"] = self.set
+                data["generation"] = self.generation
         else:
             data["error"] = self.message
         return data
@@ -81,6 +86,7 @@ class Job:
     id: str
     name: str
     url: str
+    set_id: str
     started: float
     bytes_done: int = 0
     bytes_total: int | None = None
@@ -93,6 +99,11 @@ class Job:
         self.bytes_done, self.bytes_total = done, total
         for fn in self.listeners:
             fn(done, total)
+
+    def failed(self, reason: str, *, kept: bool) -> FetchResult:
+        suffix = "previous version kept" if kept else "nothing published"
+        return FetchResult(status="failed", name=self.name, source=self.url,
+                           message=f"{reason}; {suffix}")
 
     def finish(self, result: FetchResult) -> None:
         self.result = result
@@ -167,11 +178,12 @@ class BootFiles:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = BootStore(settings.tftproot)
+        self.store = BootStore(settings.tftproot, pin_window=settings.pin_window)
         self.fetcher = Fetcher(settings)
         self._jobs: dict[str, Job] = {}
         self._active: dict[str, Job] = {}
-        self._name_locks: dict[str, asyncio.Lock] = {}
+        # One small lock per set ever requested: sets are few (boot media, not requests).
+        self._set_locks: dict[str, asyncio.Lock] = {}
         # Open lock files and last check times, so an up-to-date check costs no open().
         self._flocks: OrderedDict[str, NameLock] = OrderedDict()
         self._touched: dict[str, float] = {}
@@ -209,11 +221,12 @@ class BootFiles:
         try:
             scheme = check_scheme(url)
             name = self.store.destination(prefix, url)
+            set_id = self.store.set_id(prefix)
         except (PathRefused, FetchError) as exc:
             raise BadRequest(str(exc)) from None
         if scheme == "nfs":
             # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
-            job = self._new_job(name, url)
+            job = self._new_job(name, url, set_id)
             job.finish(FetchResult(status="ignored", name=name, source=url,
                                    message="nfs sources are not fetched"))
             self._retire(job)
@@ -223,7 +236,7 @@ class BootFiles:
             if progress is not None:
                 running.listeners.append(progress)
             return running
-        job = self._new_job(name, url)
+        job = self._new_job(name, url, set_id)
         if progress is not None:
             job.listeners.append(progress)
         self._active[name] = job
@@ -232,8 +245,9 @@ class BootFiles:
         task.add_done_callback(self._tasks.discard)
         return job
 
-    def _new_job(self, name: str, url: str) -> Job:
-        job = Job(id=secrets.token_hex(8), name=name, url=url, started=time.time())
+    def _new_job(self, name: str, url: str, set_id: str) -> Job:
+        job = Job(id=secrets.token_hex(8), name=name, url=url, set_id=set_id,
+                  started=time.time())
         self._jobs[job.id] = job
         return job
 
@@ -263,17 +277,22 @@ class BootFiles:
             log.warning("fetch of %s for %s failed: %s", job.url, job.name, result.message)
 
     async def _fetch(self, job: Job) -> FetchResult:
-        # Requests for one name with different URLs queue here; flock covers other processes.
-        # One small lock per name ever requested: names are few (boot files, not requests).
-        name_lock = self._name_locks.setdefault(job.name, asyncio.Lock())
-        async with name_lock:
-            flock = self._flock(job.name)
+        # One job per set at a time in this process; flocks cover other processes (the set's
+        # lock first, then each member's, in name order, so two processes cannot deadlock).
+        set_lock = self._set_locks.setdefault(job.set_id, asyncio.Lock())
+        async with set_lock:
+            names = sorted({job.name, *(m.name for m in self.store.members(job.set_id))})
+            flocks = [self._flock(f"set:{job.set_id}"), *(self._flock(n) for n in names)]
+            held: list[NameLock] = []
             try:
-                if not flock.acquire(blocking=False):
-                    await asyncio.to_thread(flock.acquire)
+                for flock in flocks:
+                    if not flock.acquire(blocking=False):
+                        await asyncio.to_thread(flock.acquire)
+                    held.append(flock)
                 return await self._fetch_locked(job)
             finally:
-                flock.unlock()
+                for flock in held:
+                    flock.unlock()
 
     def _flock(self, name: str) -> NameLock:
         flock = self._flocks.pop(name, None) or self.store.lock(name)
@@ -285,93 +304,218 @@ class BootFiles:
 
     async def _fetch_locked(self, job: Job) -> FetchResult:
         store, name, url = self.store, job.name, job.url
-        # The lock was free, so a half-done state is a dead process's: repair it first.
+        # The locks were free, so a half-done state is a dead process's: repair it first.
         rec = store.record(name, with_checked=False)
         if store.needs_repair(name, rec):
             await asyncio.to_thread(store.repair, name)
             rec = store.record(name, with_checked=False)
         cur = rec.current if rec is not None else None
+        change = _SetChange(self, job.set_id)
+        try:
+            first = await self._check_one(job, rec, change)
+            if first.error is not None or first.download is None:
+                was_hidden = change.hidden
+                await change.restore()
+                if first.error is not None:
+                    return job.failed(first.error, kept=cur is not None)
+                assert first.keep is not None
+                if was_hidden:
+                    # New validators, same bytes: remember them, or every check re-downloads.
+                    await asyncio.to_thread(store.mark_checked, name, first.keep, time.time())
+                return FetchResult(status="unchanged", name=name, source=url,
+                                   size=first.keep.size, sha256=first.keep.sha256,
+                                   final_url=first.final_url, set=job.set_id,
+                                   generation=rec.generation if rec else None)
+            # A member changed (or is new): the whole set is revalidated and switches as one.
+            return await self._publish_set(job, first, change)
+        except BaseException:
+            await change.restore()
+            raise
+        finally:
+            change.discard_staging()
+
+    async def _check_one(self, job: Job, rec: Record | None, change: _SetChange) -> _Checked:
+        """Conditional fetch of one member; a 304 or the same hash keeps the current version."""
+        store, name, url = self.store, job.name, job.url
+        cur = rec.current if rec is not None else None
         same_source = cur is not None and cur.source == url
-        staging: StagingFile | None = None
-        hidden = False
+        checked = _Checked(name=name, url=url, current=cur)
 
         def new_sink() -> StagingFile:
-            nonlocal staging
-            if staging is not None:
-                staging.discard()
-            staging = store.new_staging(name)
-            return staging
+            if checked.staging is not None:
+                checked.staging.discard()
+            checked.staging = store.new_staging(name)
+            change.staging.append(checked.staging)
+            return checked.staging
 
         async def on_response(v: Validators) -> None:
-            nonlocal hidden
             need = v.content_length or 0
             free = store.free_bytes()
             if free - need < self.settings.min_free_space:
                 raise FetchError(
                     f"not enough free space in {store.root}: {free} bytes free, the file needs "
                     f"{need} and min_free_space is {self.settings.min_free_space}", local=True)
-            if (not hidden and self.settings.refresh_mode is RefreshMode.HIDE
-                    and _changed(cur, same_source, v)):
-                await asyncio.to_thread(store.begin_refresh, name, True)
-                hidden = True
+            if _changed(cur, same_source, v):
+                await change.hide()
 
         try:
             outcome = await self.fetcher.fetch(
                 url, new_sink,
                 etag=cur.etag if same_source and cur else None,
                 last_modified=cur.last_modified if same_source and cur else None,
-                on_response=on_response,
-                progress=job.progress,
+                on_response=on_response, progress=job.progress,
             )
-            now = time.time()
-            if isinstance(outcome, NotModified):
-                assert cur is not None  # 304 is only accepted for a conditional request
-                if store.linked_sha256(name) == cur.sha256:
-                    if now - self._touched.get(name, 0.0) >= 1.0:
-                        self._touched[name] = now
-                        store.touch_checked(name, now)
-                else:
-                    await asyncio.to_thread(store.mark_checked, name, cur, now)
-                return FetchResult(status="unchanged", name=name, source=url, size=cur.size,
-                                   sha256=cur.sha256, final_url=outcome.final_url)
-            assert staging is not None
-            return await self._finish(job, cur, outcome, staging, now)
         except FetchError as exc:
-            if staging is not None:
-                staging.discard()
-            if hidden or (rec is not None and rec.state != "published"):
-                await asyncio.to_thread(store.abort_refresh, name)
-            kept = "previous version kept" if cur is not None else "nothing published"
-            return FetchResult(status="failed", name=name, source=url,
-                               message=f"{exc.reason}; {kept}")
-        except BaseException:
-            if staging is not None:
-                staging.discard()
-            if hidden:
-                await asyncio.to_thread(store.abort_refresh, name)
-            raise
-
-    async def _finish(self, job: Job, cur: Version | None, d: Downloaded,
-                      staging: StagingFile, now: float) -> FetchResult:
-        store, name, url = self.store, job.name, job.url
-        on_disk = os.fstat(staging.fd).st_size
-        if on_disk != d.size:
-            raise FetchError(f"staging file holds {on_disk} bytes, expected {d.size}", local=True)
+            checked.error = exc.reason
+            return checked
+        now = time.time()
+        checked.final_url = outcome.final_url
+        if isinstance(outcome, NotModified):
+            assert cur is not None  # 304 is only accepted for a conditional request
+            checked.keep = cur
+            fresh = now - self._touched.get(name, 0.0) < 1.0
+            if not fresh and not change.hidden and store.linked_sha256(name) == cur.sha256:
+                self._touched[name] = now
+                store.touch_checked(name, now)
+            return checked
+        assert checked.staging is not None
+        on_disk = os.fstat(checked.staging.fd).st_size
+        if on_disk != outcome.size:
+            checked.error = f"staging file holds {on_disk} bytes, expected {outcome.size}"
+            return checked
         version = Version(
-            sha256=d.sha256, size=d.size, source=url, final_url=d.final_url,
-            etag=d.validators.etag, last_modified=d.validators.last_modified,
-            content_length=d.validators.content_length, fetched_at=now,
+            sha256=outcome.sha256, size=outcome.size, source=url, final_url=outcome.final_url,
+            etag=outcome.validators.etag, last_modified=outcome.validators.last_modified,
+            content_length=outcome.validators.content_length, fetched_at=now,
         )
-        if cur is not None and cur.sha256 == d.sha256 and store.object_path(d.sha256).exists():
+        if cur is not None and cur.sha256 == outcome.sha256 and store.object_path(
+                cur.sha256).exists():
+            # Same bytes under new validators: keep the content, remember the validators.
+            checked.staging.discard()
+            checked.staging = None
+            checked.keep = replace(version, fetched_at=cur.fetched_at, verified=cur.verified)
+            if not change.hidden:
+                await asyncio.to_thread(store.mark_checked, name, checked.keep, now)
+            return checked
+        checked.download = version
+        return checked
+
+    async def _publish_set(self, job: Job, first: _Checked, change: _SetChange) -> FetchResult:
+        store = self.store
+        others = [m for m in store.members(job.set_id) if m.name != job.name]
+        member_jobs = [self._member_job(m) for m in others]
+        await change.hide()
+        checks = [first]
+        if others:
+            checks += await asyncio.gather(
+                *(self._check_one(mj, m, change) for mj, m in zip(member_jobs, others,
+                                                                     strict=True)))
+        failures = [c for c in checks if c.error is not None]
+        if not failures:
+            failures = await self._verify(checks)
+        if failures:
+            await change.restore()
+            detail = "; ".join(f"{c.name}: {c.error}" for c in failures)
+            reason = f"boot set {job.set_id} not switched: {detail}"
+            for mj, c in zip(member_jobs, checks[1:], strict=True):
+                mj.finish(mj.failed(c.error or f"boot set not switched: {detail}", kept=True))
+                self._retire(mj)
+            return job.failed(reason, kept=first.current is not None)
+        versions: dict[str, Version] = {}
+        gc_lock = store.gc_lock()
+        try:
+            await asyncio.to_thread(gc_lock.acquire, blocking=True, shared=True)
+            for c in checks:
+                if c.download is not None:
+                    assert c.staging is not None
+                    await asyncio.to_thread(store.ingest, c.staging, c.download.sha256)
+                    c.staging = None
+                    versions[c.name] = c.download
+                else:
+                    assert c.keep is not None
+                    versions[c.name] = c.keep
+            srec = await asyncio.to_thread(store.publish_generation, job.set_id, versions,
+                                           time.time())
+        finally:
+            gc_lock.release()
+        change.published()
+        results = []
+        for c in checks:
+            v = versions[c.name]
+            results.append(FetchResult(
+                status="published" if c.download is not None else "unchanged", name=c.name,
+                source=c.url, size=v.size, sha256=v.sha256, final_url=c.final_url,
+                set=job.set_id, generation=srec.current))
+        for mj, result in zip(member_jobs, results[1:], strict=True):
+            mj.finish(result)
+            self._retire(mj)
+            log.info("%s %s (revalidated with %s) in generation %d of %s", result.status,
+                     mj.name, job.name, srec.current, job.set_id)
+        return results[0]
+
+    async def _verify(self, checks: list[_Checked]) -> list[_Checked]:
+        """Check new content against the distribution's checksums; returns the failures."""
+        return []
+
+    def _member_job(self, rec: Record) -> Job:
+        """A job for a member revalidated on behalf of another: requests for it join it."""
+        assert rec.current is not None
+        job = self._new_job(rec.name, rec.current.source, rec.set or rec.name)
+        running = self._active.get(rec.name)
+        if running is None or running.done:
+            self._active[rec.name] = job
+        return job
+
+
+@dataclass
+class _Checked:
+    """The outcome of checking one member of a set against its upstream."""
+
+    name: str
+    url: str
+    current: Version | None
+    final_url: str | None = None
+    staging: StagingFile | None = None
+    download: Version | None = None  # new content, staged, not yet published
+    keep: Version | None = None  # the content stays (304 or same hash)
+    error: str | None = None
+
+
+class _SetChange:
+    """Hiding and restoring the members of a set while a new generation is prepared."""
+
+    def __init__(self, files: BootFiles, set_id: str) -> None:
+        self.files = files
+        self.set_id = set_id
+        self.hidden = False
+        self._hidden_names: list[str] = []
+        self.staging: list[StagingFile] = []
+        self._done = False
+
+    async def hide(self) -> None:
+        """In hide mode, take every member out of the tree (once) until the switch."""
+        if self.hidden or self.files.settings.refresh_mode is not RefreshMode.HIDE:
+            return
+        self.hidden = True
+        store = self.files.store
+        for member in store.members(self.set_id):
+            await asyncio.to_thread(store.begin_refresh, member.name, True)
+            self._hidden_names.append(member.name)
+
+    async def restore(self) -> None:
+        """Put the previous versions back (after a failure, or when nothing changed)."""
+        if self._done:
+            return
+        self._done = True
+        for name in self._hidden_names:
+            await asyncio.to_thread(self.files.store.abort_refresh, name)
+
+    def published(self) -> None:
+        self._done = True
+
+    def discard_staging(self) -> None:
+        for staging in self.staging:
             staging.discard()
-            keep = replace(version, fetched_at=cur.fetched_at)
-            await asyncio.to_thread(store.mark_checked, name, keep, now)
-            return FetchResult(status="unchanged", name=name, source=url, size=d.size,
-                               sha256=d.sha256, final_url=d.final_url)
-        await asyncio.to_thread(store.ingest, staging, d.sha256)
-        await asyncio.to_thread(store.commit, name, version)
-        return FetchResult(status="published", name=name, source=url, size=d.size,
-                           sha256=d.sha256, final_url=d.final_url)
 
 
 def status_report(root: Path) -> dict[str, Any]:
@@ -393,8 +537,25 @@ def status_report(root: Path) -> dict[str, Any]:
                 "etag": cur.etag,
                 "last_modified": cur.last_modified,
                 "content_length": cur.content_length,
+                "verified": cur.verified or "not checked",
             },
+            "set": rec.set,
+            "generation": rec.generation,
             "fetched": _iso(cur.fetched_at) if cur else None,
             "checked": _iso(rec.checked_at) if rec.checked_at else None,
         })
-    return {"root": str(store.root), "files": files}
+    sets = []
+    for srec in store.set_records():
+        sets.append({
+            "set": srec.name,
+            "current": srec.current,
+            "state": srec.state,
+            "generations": [
+                {"generation": g.number, "current": g.number == srec.current,
+                 "published": _iso(g.published_at),
+                 "retired": _iso(g.retired_at) if g.retired_at else None,
+                 "members": dict(sorted(g.members.items()))}
+                for g in srec.generations
+            ],
+        })
+    return {"root": str(store.root), "files": files, "sets": sets}

@@ -169,8 +169,40 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  sha256:       {cur['sha256']}")
             print(f"  etag:         {cur['etag'] or '-'}")
             print(f"  last-modified:{' ' + cur['last_modified'] if cur['last_modified'] else ' -'}")
+            print(f"  verified:     {cur['verified']}")
             print(f"  fetched:      {f['fetched']}")
         print(f"  checked:      {f['checked']}")
+        if f["set"] is not None:
+            print(f"  boot set:     {f['set']} generation {f['generation']}")
+    for s in report["sets"]:
+        kept = ", ".join(
+            f"{g['generation']}{' (current)' if g['current'] else ''}"
+            for g in s["generations"])
+        print(f"boot set {s['set']}: generation {s['current']} current; kept: {kept}")
+    return 0
+
+
+# ------------------------------------------------------------------------- gc
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from tftproxy.gc import collect
+    from tftproxy.store import BootStore
+
+    settings = _settings(args)
+    grace = settings.gc_grace if args.grace is None else args.grace
+    store = BootStore(settings.tftproot, pin_window=settings.pin_window)
+    report = collect(store, grace, dry_run=args.dry_run)
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        for sha in report.deleted:
+            print(f"{'would delete' if args.dry_run else 'deleted'} object {sha}")
+        for gen in report.dropped_generations:
+            print(f"{'would drop' if args.dry_run else 'dropped'} generation {gen}")
+        for busy in report.busy_sets:
+            print(f"boot set {busy} is being fetched: left for the next clean-up")
+        print(report.summary())
     return 0
 
 
@@ -221,6 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("gc", help="delete old generations and content nothing uses",
+                       description="Delete retired boot-set generations and stored content that "
+                       "no published name, kept generation or pinned client uses and that has "
+                       "been unused for the grace period; report what was (or would be) freed.")
+    _add_common(p)
+    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    p.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="keep what became unused less than this long ago (default: gc_grace)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("config", help="print the effective settings and where each came from",
                        description="Print every setting's effective value as tftproxy YAML, each "

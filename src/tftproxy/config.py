@@ -47,6 +47,12 @@ class FeatureMode(StrEnum):
 TLS_VERSIONS = ("1.2", "1.3")
 
 
+class VerifyMode(StrEnum):
+    AUTO = "auto"
+    REQUIRE = "require"
+    OFF = "off"
+
+
 class SettingsError(ValueError):
     """A setting has a wrong type or value; the message names the key and where it came from."""
 
@@ -162,6 +168,26 @@ class Settings(BaseModel):
     job_retention: float = Field(
         600.0, ge=0,
         description="How long a finished fetch job stays visible at its status URL (s).",
+    )
+
+    # --- boot sets, verification, clean-up ---
+    verify: VerifyMode = Field(
+        VerifyMode.AUTO,
+        description="Check downloads against the distribution's checksums (.treeinfo, "
+        "SHA256SUMS): auto (when found), require, off.",
+    )
+    pin_window: float = Field(
+        900.0, ge=0,
+        description="How long tftproxy's servers keep a client on the generation of a boot set "
+        "it started reading (s).",
+    )
+    gc_grace: float = Field(
+        3600.0, ge=0,
+        description="How long retired generations and unreferenced content are kept before "
+        "clean-up may delete them (s); keep it longer than pin_window.",
+    )
+    gc_interval: float = Field(
+        3600.0, ge=0, description="Seconds between clean-ups in `serve`; 0 turns them off."
     )
 
     # --- TFTP server ---

@@ -13,8 +13,20 @@ from tftproxy.api import create_app
 from tftproxy.api.listeners import api_listeners
 from tftproxy.bootfiles import BootFiles
 from tftproxy.config import Settings
+from tftproxy.gc import collect
+from tftproxy.tftp.server import TftpHandle, start_tftp
 
 log = logging.getLogger(__name__)
+
+
+async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
+    """The same clean-up as `tftproxy gc`, every gc_interval seconds."""
+    while True:
+        await asyncio.sleep(settings.gc_interval)
+        try:
+            await asyncio.to_thread(collect, files.store, settings.gc_grace)
+        except OSError as exc:
+            log.warning("periodic clean-up failed: %s", exc)
 
 
 async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> int:
@@ -30,16 +42,31 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    tftp: TftpHandle | None = None
+    cleaner: asyncio.Task[None] | None = None
     try:
+        if settings.tftp_listen:
+            # Worker processes of their own: the API's event loop never delays a block.
+            tftp = start_tftp(settings, files.store)
+            for host, port in tftp.addresses:
+                log.info("TFTP on %s:%d, %d worker(s)", host, port, settings.tftp_workers)
         for lst in listeners:
             site = web.TCPSite(runner, lst.host, lst.port, reuse_address=True,
                                ssl_context=lst.ssl_context)
             await site.start()
             log.info("API on %s, TFTP root %s", lst.url, settings.tftproot)
+        if settings.gc_interval > 0:
+            cleaner = asyncio.create_task(_clean_periodically(files, settings))
         if ready is not None:
             ready.set()
         await stop.wait()
     finally:
+        if cleaner is not None:
+            cleaner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleaner
+        if tftp is not None:
+            await asyncio.to_thread(tftp.close)
         await runner.cleanup()
         await files.close()
     return 0

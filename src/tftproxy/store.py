@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from tftproxy.pins import Pins
+
 STATE_DIRNAME = ".tftproxy"
 
 RecordState = Literal["published", "refreshing", "switching"]
@@ -56,6 +58,8 @@ class Version:
     last_modified: str | None = None
     content_length: int | None = None
     fetched_at: float = 0.0
+    # How the content was verified against the distribution's checksums, for `status`.
+    verified: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class Record:
     # While switching: the complete, verified version about to be (or just) linked.
     candidate: Version | None = None
     hidden: bool = False
+    # The boot set (the request's prefix) and the generation of it this version belongs to.
+    set: str | None = None
+    generation: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +95,54 @@ class Record:
             previous=version(data.get("previous")),
             candidate=version(data.get("candidate")),
             hidden=bool(data.get("hidden", False)),
+            set=data.get("set"),
+            generation=int(data.get("generation", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One consistent state of a boot set: which content each member name had."""
+
+    number: int
+    members: dict[str, str]  # name -> sha256
+    published_at: float
+    retired_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SetRecord:
+    """A boot set: the files published under one prefix, switched together.
+
+    ``generations`` holds the current one and the retired ones still kept for pinned clients
+    and the grace period; clean-up drops them. While ``state`` is "switching", ``candidate``
+    is the complete new generation being linked, so a crash finishes the switch.
+    """
+
+    name: str
+    current: int = 0
+    generations: tuple[Generation, ...] = ()
+    state: Literal["published", "switching"] = "published"
+    candidate: dict[str, Version] | None = None
+
+    def generation(self, number: int) -> Generation | None:
+        for gen in self.generations:
+            if gen.number == number:
+                return gen
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SetRecord:
+        cand = data.get("candidate")
+        return cls(
+            name=str(data["name"]),
+            current=int(data.get("current", 0)),
+            generations=tuple(Generation(**g) for g in data.get("generations", ())),
+            state=data.get("state", "published"),
+            candidate=None if cand is None else {k: Version(**v) for k, v in cand.items()},
         )
 
 
@@ -125,6 +180,20 @@ def url_basename(url: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Crash-safe replace: a reader (or a restart) sees the old or the new content, whole."""
+    tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+    raw = json.dumps(data, indent=1, sort_keys=True).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, raw)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -143,8 +212,8 @@ class NameLock:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    def acquire(self, blocking: bool = True) -> bool:
-        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+    def acquire(self, blocking: bool = True, shared: bool = False) -> bool:
+        flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
         try:
             fcntl.flock(self._fd, flags)
         except BlockingIOError:
@@ -192,16 +261,20 @@ class StagingFile:
 class BootStore:
     """Published boot files under a TFTP root, with their records."""
 
-    def __init__(self, root: Path, *, create: bool = True) -> None:
+    def __init__(self, root: Path, *, create: bool = True, pin_window: float = 900.0) -> None:
         self.root = Path(os.path.abspath(root))
+        self.pin_window = pin_window
         self.state_dir = self.root / STATE_DIRNAME
         self.objects_dir = self.state_dir / "objects"
         self.private_dir = self.state_dir / "private"
         self.staging_dir = self.private_dir / "staging"
         self.meta_dir = self.private_dir / "meta"
         self.locks_dir = self.private_dir / "locks"
+        self.sets_dir = self.private_dir / "sets"
+        self.pins_dir = self.private_dir / "pins"
         if create:
             self._create_layout()
+        self.pins = Pins(self.pins_dir, pin_window)
         self._real_root = os.path.realpath(self.root)
         self._real_private = os.path.join(self._real_root, STATE_DIRNAME, "private")
 
@@ -211,7 +284,7 @@ class BootStore:
         self.objects_dir.mkdir(mode=0o755, exist_ok=True)
         self.private_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.private_dir, 0o700)
-        for d in (self.staging_dir, self.meta_dir, self.locks_dir):
+        for d in (self.staging_dir, self.meta_dir, self.locks_dir, self.sets_dir, self.pins_dir):
             d.mkdir(mode=0o700, exist_ok=True)
 
     # ------------------------------------------------------------------ names
@@ -231,17 +304,26 @@ class BootStore:
             raise PathRefused(f"path {url!r} does not end in a file name")
         if base in (".", ".."):
             raise PathRefused(f"path {url!r} ends in {base!r}, which is not a file name")
-        if prefix.startswith("/"):
-            real_prefix = os.path.normpath(prefix)
-            root = str(self.root)
-            if not _is_within(real_prefix, root) or real_prefix == root:
-                raise PathRefused(
-                    f"prefix {prefix!r} is an absolute path outside the TFTP root {root}"
-                )
-            tail = "/" if prefix.endswith("/") else ""
-            prefix = os.path.relpath(real_prefix, root) + tail
+        prefix = self._relative_prefix(prefix)
         name = prefix + base if prefix.endswith("/") else f"{prefix}-{base}"
         return self.check_name(name)
+
+    def _relative_prefix(self, prefix: str) -> str:
+        if not prefix.startswith("/"):
+            return prefix
+        real_prefix = os.path.normpath(prefix)
+        root = str(self.root)
+        if not _is_within(real_prefix, root) or real_prefix == root:
+            raise PathRefused(f"prefix {prefix!r} is an absolute path outside the TFTP root {root}")
+        tail = "/" if prefix.endswith("/") else ""
+        return os.path.relpath(real_prefix, root) + tail
+
+    def set_id(self, prefix: str) -> str:
+        """The boot set a prefix names: the files Foreman publishes under one prefix."""
+        prefix = self._relative_prefix(prefix)
+        tail = "/" if prefix.endswith("/") else ""
+        parts = [p for p in prefix.split("/") if p not in ("", ".")]
+        return "/".join(parts) + tail
 
     def check_name(self, name: str) -> str:
         """Validate a relative published name and return it normalized, or raise PathRefused."""
@@ -344,17 +426,80 @@ class BootStore:
         return sorted(out, key=lambda r: r.name)
 
     def _write_record(self, rec: Record) -> None:
-        path = self._meta_path(rec.name)
-        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-        data = json.dumps(rec.to_json(), indent=1, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        _write_json(self._meta_path(rec.name), rec.to_json())
+
+    # ------------------------------------------------------------------- sets
+
+    def _set_path(self, set_id: str) -> Path:
+        return self.sets_dir / f"{name_key(set_id)}.json"
+
+    def set_record(self, set_id: str) -> SetRecord | None:
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(self.meta_dir)
+            data = json.loads(self._set_path(set_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return SetRecord.from_json(data)
+
+    def set_records(self) -> list[SetRecord]:
+        out = []
+        for path in sorted(self.sets_dir.glob("*.json")) if self.sets_dir.is_dir() else []:
+            try:
+                out.append(SetRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return sorted(out, key=lambda s: s.name)
+
+    def write_set_record(self, srec: SetRecord) -> None:
+        _write_json(self._set_path(srec.name), srec.to_json())
+
+    def members(self, set_id: str) -> list[Record]:
+        """The published members of a set, from their records."""
+        srec = self.set_record(set_id)
+        if srec is None:
+            return []
+        gen = srec.generation(srec.current)
+        out = []
+        for name in sorted(gen.members if gen else ()):
+            rec = self.record(name, with_checked=False)
+            if rec is not None and rec.set == set_id:
+                out.append(rec)
+        return out
+
+    def publish_generation(self, set_id: str, versions: dict[str, Version],
+                           published_at: float) -> SetRecord:
+        """Switch every name of ``versions`` (complete, ingested objects) as one generation.
+
+        The new generation is written as a candidate first; the links then switch one after
+        the other (each an atomic rename) and only then does the set record say it is
+        current, so a crash in between is finished by :meth:`recover`.
+        """
+        srec = self.set_record(set_id) or SetRecord(name=set_id)
+        for v in versions.values():
+            if not self.object_path(v.sha256).exists():
+                raise FileNotFoundError(f"object {v.sha256} is not in the store")
+        srec = replace(srec, state="switching", candidate=dict(versions))
+        self.write_set_record(srec)
+        return self._finish_generation(srec, published_at)
+
+    def _finish_generation(self, srec: SetRecord, published_at: float) -> SetRecord:
+        assert srec.candidate is not None
+        number = srec.current + 1
+        for name, version in sorted(srec.candidate.items()):
+            if self.linked_sha256(name) != version.sha256:
+                self._link(name, version.sha256)
+            rec = self.record(name, with_checked=False) or Record(name=name, current=None)
+            self._write_record(replace(
+                rec, state="published", current=version, previous=None, candidate=None,
+                hidden=False, set=srec.name, generation=number,
+                checked_at=max(rec.checked_at, version.fetched_at)))
+        gens = [g if g.retired_at is not None or g.number != srec.current
+                else replace(g, retired_at=published_at) for g in srec.generations]
+        gens.append(Generation(number, {n: v.sha256 for n, v in srec.candidate.items()},
+                               published_at))
+        done = replace(srec, current=number, generations=tuple(gens), state="published",
+                       candidate=None)
+        self.write_set_record(done)
+        return done
 
     def _drop_record(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -367,6 +512,11 @@ class BootStore:
 
     def lock(self, name: str) -> NameLock:
         return NameLock(self.locks_dir / f"{name_key(name)}.lock")
+
+    def gc_lock(self) -> NameLock:
+        """Clean-up holds it exclusively; a fetch holds it shared from ingest to publish, so
+        content about to be linked is never taken for garbage."""
+        return NameLock(self.private_dir / "gc.lock")
 
     def new_staging(self, name: str) -> StagingFile:
         path = self.staging_dir / f"{name_key(name)}-{secrets.token_hex(6)}.part"
@@ -460,16 +610,21 @@ class BootStore:
             _fsync_dir(obj.parent)
         return obj
 
-    def commit(self, name: str, version: Version) -> Record:
-        """Publish an ingested version under ``name``: the switch is one rename."""
-        rec = self.record(name) or Record(name=name, current=None)
-        rec = replace(rec, state="switching", candidate=version)
-        self._write_record(rec)
-        self._link(name, version.sha256)
-        rec = replace(rec, state="published", current=version, previous=None, candidate=None,
-                      checked_at=version.fetched_at, hidden=False)
-        self._write_record(rec)
-        return rec
+    def commit(self, name: str, version: Version, set_id: str | None = None) -> Record:
+        """Publish one ingested version: a new generation of its set with this name changed."""
+        rec = self.record(name, with_checked=False)
+        set_id = set_id or (rec.set if rec and rec.set else name)
+        srec = self.set_record(set_id)
+        versions: dict[str, Version] = {}
+        if srec is not None:
+            for member in self.members(set_id):
+                if member.current is not None:
+                    versions[member.name] = member.current
+        versions[name] = version
+        self.publish_generation(set_id, versions, version.fetched_at or time.time())
+        out = self.record(name)
+        assert out is not None
+        return out
 
     def mark_checked(self, name: str, current: Version, checked_at: float) -> Record:
         """Upstream confirmed the published content (304 or same hash): refresh the record only."""
@@ -490,6 +645,16 @@ class BootStore:
         Names whose lock is held by a live process are left to that process.
         """
         report = RecoveryReport()
+        for srec in self.set_records():
+            if srec.state == "switching" and srec.candidate is not None:
+                locks = [self.lock(n) for n in sorted(srec.candidate)]
+                try:
+                    if all(lk.acquire(blocking=False) for lk in locks):
+                        self._finish_generation(srec, time.time())
+                        report.completed.extend(sorted(srec.candidate))
+                finally:
+                    for lk in locks:
+                        lk.release()
         for rec in self.records():
             lock = self.lock(rec.name)
             try:
@@ -517,6 +682,10 @@ class BootStore:
         """Cheap check run before each fetch: a half-done state or staging leftovers."""
         if rec is not None and rec.state != "published":
             return True
+        if rec is not None and rec.set is not None:
+            srec = self.set_record(rec.set)
+            if srec is not None and srec.state != "published":
+                return True
         key = name_key(name)
         return any(e.startswith(key) for e in os.listdir(self.staging_dir))
 
@@ -524,6 +693,12 @@ class BootStore:
         """Recover one name; the caller holds its lock, so any half-done state is stale."""
         report = RecoveryReport()
         rec = self.record(name)
+        if rec is not None and rec.set is not None:
+            srec = self.set_record(rec.set)
+            if srec is not None and srec.state == "switching" and srec.candidate is not None:
+                self._finish_generation(srec, time.time())
+                report.completed.extend(sorted(srec.candidate))
+                rec = self.record(name)
         if rec is not None:
             self._recover_record(rec, report)
         for entry in self.staging_dir.glob(f"{name_key(name)}-*"):
@@ -602,8 +777,37 @@ class BootStore:
         if _is_within(real, self._real_private):
             raise AccessDenied(f"{requested!r} is tftproxy's private state")
 
-    def open_served(self, requested: str) -> ServedFile:
-        """Open a file for serving; the descriptor keeps this version even if a publish follows."""
+    def open_served(self, requested: str, client: str | None = None) -> ServedFile:
+        """Open a file for serving; the descriptor keeps this version even if a publish follows.
+
+        With ``client`` (its address), members of a boot set are served from the generation
+        that client started on (see :mod:`tftproxy.pins`), and its pin is noted.
+        """
+        if client is None:
+            return self._open_current(requested)
+        name = self.served_name(requested)
+        rec = self.record(name, with_checked=False)
+        if rec is None or rec.set is None:
+            return self._open_current(requested)
+        pinned = self.pins.get(client, rec.set)
+        if pinned is not None and pinned != rec.generation:
+            srec = self.set_record(rec.set)
+            gen = srec.generation(pinned) if srec else None
+            sha = gen.members.get(name) if gen else None
+            if sha is not None:
+                try:
+                    served = self._open_current(str(self.object_path(sha).relative_to(self.root)))
+                except (FileNotFoundError, AccessDenied):
+                    pass
+                else:
+                    self.pins.note(client, rec.set, pinned)
+                    return replace(served, name=name)
+        served = self._open_current(requested)
+        if self.linked_sha256(name) == (rec.current.sha256 if rec.current else None):
+            self.pins.note(client, rec.set, rec.generation)
+        return served
+
+    def _open_current(self, requested: str) -> ServedFile:
         path = self.resolve_served(requested)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)

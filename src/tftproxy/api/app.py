@@ -9,6 +9,7 @@ from tftproxy.api import bootfiles as bootfiles_routes
 from tftproxy.api.keys import BOOTFILES_KEY, SETTINGS_KEY
 from tftproxy.bootfiles import BootFiles
 from tftproxy.config import Settings
+from tftproxy.httpboot import httpboot_routes
 
 
 def create_app(settings: Settings, files: BootFiles) -> web.Application:
@@ -24,4 +25,5 @@ def create_app(settings: Settings, files: BootFiles) -> web.Application:
     pxe.setup(app, settings)
     proxy.setup(app, settings)
     openapi.setup(app)
+    app.add_routes(httpboot_routes(files.store, refresh_hold=settings.refresh_hold))
     return app

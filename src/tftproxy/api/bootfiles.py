@@ -7,11 +7,15 @@ download answers 202 with the job's status URL.
 
 from __future__ import annotations
 
+import asyncio
+import math
+
 from aiohttp import web
 
 from tftproxy.api.keys import BOOTFILES_KEY
 from tftproxy.api.params import ParamError, read_params
-from tftproxy.bootfiles import BadRequest, BootFiles, failure_text
+from tftproxy.bootfiles import BadRequest, BootFiles, failure_text, status_report
+from tftproxy.gc import collect
 
 routes = web.RouteTableDef()
 
@@ -45,6 +49,28 @@ async def fetch_boot_file(request: web.Request) -> web.StreamResponse:
     if result.ok:
         return web.json_response(result.to_json())
     return _text(502, failure_text(path, result))
+
+
+@routes.post("/tftp/prune")
+async def prune(request: web.Request) -> web.StreamResponse:
+    """Clean-up with ``age`` as the grace period (the route proposed upstream)."""
+    raw = request.query.get("age")
+    try:
+        age = float(raw) if raw is not None else None
+    except ValueError:
+        age = None
+    if age is None or not math.isfinite(age) or age <= 0:
+        return _text(400, f"TFTP: prune: age must be a positive number of seconds, got {raw!r}")
+    dry_run = request.query.get("dry_run", "0").lower() in ("1", "true")
+    files = _files(request)
+    report = await asyncio.to_thread(collect, files.store, age, dry_run=dry_run)
+    return web.json_response(report.to_json())
+
+
+@routes.get("/tftp/status")
+async def status(request: web.Request) -> web.StreamResponse:
+    files = _files(request)
+    return web.json_response(await asyncio.to_thread(status_report, files.store.root))
 
 
 @routes.get("/tftp/fetch_boot_file/{job_id}")

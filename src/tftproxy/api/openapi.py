@@ -157,6 +157,27 @@ _FETCH_RESULT = {
         "sha256": {"type": "string", "nullable": True},
         "final_url": {"type": "string"},
         "error": {"type": "string", "nullable": True},
+        "set": {"type": "string", "description": "The boot set (prefix) the file belongs to."},
+        "generation": {"type": "integer", "nullable": True,
+                       "description": "The set's generation now current."},
+    },
+}
+_GC_REPORT = {
+    "type": "object",
+    "required": ["dry_run", "grace", "deleted", "freed_bytes", "kept_objects", "kept_bytes",
+                 "dropped_generations", "disk_total", "disk_free"],
+    "properties": {
+        "dry_run": {"type": "boolean"},
+        "grace": {"type": "number"},
+        "deleted": {"type": "array", "items": {"type": "string"},
+                    "description": "sha256 of each deleted (or, dry run, deletable) object"},
+        "freed_bytes": {"type": "integer"},
+        "kept_objects": {"type": "integer"},
+        "kept_bytes": {"type": "integer"},
+        "dropped_generations": {"type": "array", "items": {"type": "string"}},
+        "busy_sets": {"type": "array", "items": {"type": "string"}},
+        "disk_total": {"type": "integer"},
+        "disk_free": {"type": "integer"},
     },
 }
 _FETCH_JOB = {
@@ -266,6 +287,40 @@ def openapi_document() -> dict[str, Any]:
                 "200": _json(_FETCH_JOB, "The job"),
                 "403": _DENIED,
                 "404": _error("Unknown or expired job"),
+            },
+        }},
+        "/tftp/prune": {"post": {
+            "operationId": "prune",
+            "summary": "Delete old generations and content nothing uses",
+            "description": "Content unused for at least `age` seconds goes, unless a published "
+                           "name, a kept generation or a pinned client still uses it.",
+            "parameters": [
+                {"name": "age", "in": "query", "required": True,
+                 "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+                 "description": "Grace period in seconds (> 0)"},
+                {"name": "dry_run", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["0", "1", "true", "false"]}},
+            ],
+            "responses": {
+                "200": _json(_GC_REPORT, "What was (or would be) freed, and disk use"),
+                "400": _error("age missing, not a number, or not positive"),
+                "403": _DENIED,
+                "404": _error("The tftp module is not enabled on this listener"),
+            },
+        }},
+        "/tftp/status": {"get": {
+            "operationId": "getStatus",
+            "summary": "Published boot files, boot sets and their generations",
+            "responses": {
+                "200": _json({"type": "object", "required": ["root", "files", "sets"],
+                              "properties": {"root": {"type": "string"},
+                                             "files": {"type": "array",
+                                                       "items": {"type": "object"}},
+                                             "sets": {"type": "array",
+                                                      "items": {"type": "object"}}}},
+                             "Same as `tftproxy status --json`"),
+                "403": _DENIED,
+                "404": _error("The tftp module is not enabled on this listener"),
             },
         }},
         "/tftp/create_default": {"post": _create_default(

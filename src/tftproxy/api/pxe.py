@@ -131,8 +131,10 @@ async def tftp_one(request: web.Request) -> web.Response:
     if name == "create_default":
         return await _create_default(request, "syslinux") if method == "POST" else (
             _not_allowed(request, "POST"))
-    if name == "fetch_boot_file":  # served by tftproxy.api.bootfiles; only its POST exists
+    if name in ("fetch_boot_file", "prune"):  # served by tftproxy.api.bootfiles: POST only
         return _not_allowed(request, "POST")
+    if name == "status":  # served by tftproxy.api.bootfiles: GET only
+        return _not_allowed(request, "GET")
     if method == "POST":
         return await _create(request, "syslinux", name)
     if method == "DELETE":
