@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+from tests.helpers.nginx import Nginx, free_port
 
 from bench.refetch_rate import _wait_port
-from tests.helpers.nginx import Nginx, free_port
 
 
 async def _storm(base: str, url: str, clients: int) -> tuple[float, collections.Counter[str]]:

@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import Run, median, timed
 from tests.helpers.nginx import Nginx
+
+from bench.common import Run, median, timed
 
 
 def main() -> int:

@@ -7,12 +7,8 @@ whose access log shows which URLs were asked for and how often.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -20,9 +16,8 @@ import pytest
 
 from tests.helpers.nginx import Nginx
 from tftproxy.config import Settings
-from tftproxy.fetcher import FetchError
+from tftproxy.fetcher import Fetcher, FetchError
 from tftproxy.verify import (
-    HttpTextSource,
     Manifest,
     ManifestCache,
     ManifestError,
@@ -420,8 +415,8 @@ async def test_find_manifest_prefers_one_naming_the_file_over_a_nearer_one() -> 
 
 
 @pytest.fixture
-async def texts(make_settings: Callable[..., Settings]) -> AsyncIterator[HttpTextSource]:
-    async with HttpTextSource(make_settings()) as source:
+async def texts(make_settings: Callable[..., Settings]) -> AsyncIterator[Fetcher]:
+    async with Fetcher(make_settings()) as source:
         yield source
 
 
@@ -432,27 +427,13 @@ def red_hat_tree(nginx: Nginx, base: str, checksums: dict[str, str], name: str =
     nginx.put(f"{base}/{name}", treeinfo(checksums).encode())
 
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 def gets(nginx: Nginx, uri: str) -> list[int]:
-    """Statuses of the GETs of ``uri`` in nginx's log, once everything asked before is logged.
-
-    nginx logs a request after its response is out, so a test can read the log too early. Its
-    single worker handles one event at a time: once a request made now is logged, every
-    earlier one is too.
-    """
-    before = len(nginx.log_lines("/settle"))
-    with contextlib.suppress(urllib.error.HTTPError):
-        _DIRECT.open(nginx.url("settle"), timeout=5).close()
-    deadline = time.monotonic() + 5
-    while len(nginx.log_lines("/settle")) <= before and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """Statuses of the GETs of ``uri`` in nginx's log."""
     return [status for method, status, _ in nginx.log_lines(uri) if method == "GET"]
 
 
 async def test_a_red_hat_set_is_verified_against_one_manifest_fetched_once(
-    nginx: Nginx, texts: HttpTextSource
+    nginx: Nginx, texts: Fetcher
 ) -> None:
     base = "rocky/9/BaseOS/x86_64/os"
     red_hat_tree(nginx, base, {"images/pxeboot/vmlinuz": f"sha256:{sha(KERNEL)}",
@@ -474,7 +455,7 @@ async def test_a_red_hat_set_is_verified_against_one_manifest_fetched_once(
 
 
 async def test_a_mismatch_names_the_file_the_expected_and_the_actual_checksum(
-    nginx: Nginx, texts: HttpTextSource
+    nginx: Nginx, texts: Fetcher
 ) -> None:
     old_kernel = b"the kernel before the respin"
     red_hat_tree(nginx, "os", {"images/pxeboot/vmlinuz": f"sha256:{sha(old_kernel)}"})
@@ -488,7 +469,7 @@ async def test_a_mismatch_names_the_file_the_expected_and_the_actual_checksum(
 
 
 async def test_no_manifest_is_unverified_under_auto_and_an_error_under_require(
-    nginx: Nginx, texts: HttpTextSource
+    nginx: Nginx, texts: Fetcher
 ) -> None:
     nginx.put("pub/boot/vmlinuz", KERNEL)
     url = nginx.url("pub/boot/vmlinuz")
@@ -516,7 +497,7 @@ async def test_no_manifest_is_unverified_under_auto_and_an_error_under_require(
     assert gets(nginx, "/treeinfo") == [404, 404, 404]
 
 
-async def test_a_manifest_naming_only_some_files(nginx: Nginx, texts: HttpTextSource) -> None:
+async def test_a_manifest_naming_only_some_files(nginx: Nginx, texts: Fetcher) -> None:
     red_hat_tree(nginx, "os", {"images/pxeboot/vmlinuz": f"sha256:{sha(KERNEL)}",
                                "images/pxeboot/initrd.img": "md5:" + "e" * 32})
     kernel, initrd = (nginx.url(f"os/images/pxeboot/{f}") for f in ("vmlinuz", "initrd.img"))
@@ -545,7 +526,7 @@ async def test_treeinfo_without_the_dot_is_found_where_dotfiles_are_denied(
                      name="treeinfo")
         server.put("centos/os/.treeinfo", b"denied anyway")
         url = server.url("centos/os/images/pxeboot/vmlinuz")
-        async with HttpTextSource(make_settings()) as source:
+        async with Fetcher(make_settings()) as source:
             m = await find_manifest(source, url)
         assert m is not None
         assert (m.url, m.label, m.base_url) == (
@@ -558,7 +539,7 @@ async def test_treeinfo_without_the_dot_is_found_where_dotfiles_are_denied(
 
 
 async def test_debian_sha256sums_in_images_verifies_the_netboot_kernel_and_initrd(
-    nginx: Nginx, texts: HttpTextSource
+    nginx: Nginx, texts: Fetcher
 ) -> None:
     d = f"{D_I}/netboot/debian-installer/amd64"
     nginx.put(f"{d}/linux", KERNEL)
@@ -594,7 +575,7 @@ async def test_soft_404_pages_are_skipped_and_the_search_goes_on(
         server.put(f"{d}/linux", KERNEL)
         server.put(f"{D_I}/SHA256SUMS",
                    sha256sums({"netboot/debian-installer/amd64/linux": sha(KERNEL)}).encode())
-        async with HttpTextSource(make_settings()) as source:
+        async with Fetcher(make_settings()) as source:
             m = await find_manifest(source, server.url(f"{d}/linux"))
         assert m is not None
         assert m.url == server.url(f"{D_I}/SHA256SUMS")
@@ -610,8 +591,8 @@ async def test_a_server_error_on_a_candidate_is_an_error_naming_the_url(
     try:
         red_hat_tree(server, "os", {"images/pxeboot/vmlinuz": f"sha256:{sha(KERNEL)}"})
         url = server.url("os/images/pxeboot/vmlinuz")
-        async with HttpTextSource(make_settings(retries=1, retry_backoff=0.01)) as source:
-            with pytest.raises(ManifestError) as info:
+        async with Fetcher(make_settings(retries=1, retry_backoff=0.01)) as source:
+            with pytest.raises(FetchError) as info:
                 await find_manifest(source, url)
             assert str(info.value) == (f"{server.url('os/.treeinfo')}: HTTP 503 Service "
                                        "Temporarily Unavailable (after 2 attempts)")
@@ -627,15 +608,15 @@ async def test_a_server_error_on_a_candidate_is_an_error_naming_the_url(
         server.stop()
 
 
-async def test_an_oversized_manifest_is_refused(nginx: Nginx, texts: HttpTextSource) -> None:
+async def test_an_oversized_manifest_is_refused(nginx: Nginx, texts: Fetcher) -> None:
     nginx.put("big/.treeinfo", b"[header]\nversion = 1.2\n" + b"; padding\n" * 2000)
-    with pytest.raises(ManifestError, match=r"/big/\.treeinfo: \d+ bytes, more than a checksum "
-                       r"manifest may be \(4096\)"):
+    with pytest.raises(FetchError, match=r"/big/\.treeinfo: \d+ bytes, more than a manifest "
+                       r"may be \(4096\)"):
         await find_manifest(texts, nginx.url("big/vmlinuz"), limit=4096)
     assert await find_manifest(texts, nginx.url("big/vmlinuz")) is not None
 
 
-async def test_concurrent_members_share_one_lookup(nginx: Nginx, texts: HttpTextSource) -> None:
+async def test_concurrent_members_share_one_lookup(nginx: Nginx, texts: Fetcher) -> None:
     red_hat_tree(nginx, "os", {"images/pxeboot/vmlinuz": f"sha256:{sha(KERNEL)}",
                                "images/pxeboot/initrd.img": f"sha256:{sha(INITRD)}"})
     cache = ManifestCache(texts)
@@ -677,11 +658,11 @@ async def test_tls_and_proxy_settings_apply(
     server, ca = tls_nginx
     red_hat_tree(server, "os", {"images/pxeboot/vmlinuz": f"sha256:{sha(KERNEL)}"})
     url = f"https://127.0.0.1:{server.port}/os/images/pxeboot/vmlinuz"
-    async with HttpTextSource(make_settings()) as source:
-        with pytest.raises(ManifestError, match=r"TLS error: .*certificate verify failed"):
+    async with Fetcher(make_settings()) as source:
+        with pytest.raises(FetchError, match=r"TLS error: .*certificate verify failed"):
             await find_manifest(source, url)
     for settings in (make_settings(ca_bundle=ca), make_settings(verify_server_cert=False)):
-        async with HttpTextSource(settings) as source:
+        async with Fetcher(settings) as source:
             m = await find_manifest(source, url)
         assert m is not None and m.expected(url) == sha(KERNEL)
 
@@ -689,7 +670,7 @@ async def test_tls_and_proxy_settings_apply(
     proxy = Nginx(tmp_path / "proxy",
                   extra=f"location / {{ proxy_pass http://127.0.0.1:{nginx.port}; }}")
     try:
-        async with HttpTextSource(make_settings(http_proxy=f"http://127.0.0.1:{proxy.port}")
+        async with Fetcher(make_settings(http_proxy=f"http://127.0.0.1:{proxy.port}")
                                   ) as source:
             m = await find_manifest(source, nginx.url("os/images/pxeboot/vmlinuz"))
         assert m is not None and m.url == nginx.url("os/.treeinfo")

@@ -35,6 +35,7 @@ from tftproxy.store import (
     StagingFile,
     Version,
 )
+from tftproxy.verify import ManifestCache, verify
 
 log = logging.getLogger(__name__)
 
@@ -454,8 +455,29 @@ class BootFiles:
         return results[0]
 
     async def _verify(self, checks: list[_Checked]) -> list[_Checked]:
-        """Check new content against the distribution's checksums; returns the failures."""
-        return []
+        """Check the new generation against the distribution's checksums; returns failures.
+
+        Every member, kept ones too, is checked against the same manifest: a kept kernel that
+        the mirror's new manifest no longer lists as is means the mirror is mid-sync.
+        """
+        cache = ManifestCache(self.fetcher)
+        mode = self.settings.verify
+        failures = []
+        for c in checks:
+            version = c.download or c.keep
+            assert version is not None
+            try:
+                result = await verify(cache, version.final_url, version.sha256, mode, c.name)
+            except FetchError as exc:
+                c.error = exc.reason.removeprefix(f"{c.name}: ")
+                failures.append(c)
+                continue
+            verified = replace(version, verified=result.how)
+            if c.download is not None:
+                c.download = verified
+            else:
+                c.keep = verified
+        return failures
 
     def _member_job(self, rec: Record) -> Job:
         """A job for a member revalidated on behalf of another: requests for it join it."""

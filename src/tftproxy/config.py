@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -45,12 +45,6 @@ class FeatureMode(StrEnum):
 
 
 TLS_VERSIONS = ("1.2", "1.3")
-
-
-class VerifyMode(StrEnum):
-    AUTO = "auto"
-    REQUIRE = "require"
-    OFF = "off"
 
 
 class SettingsError(ValueError):
@@ -171,8 +165,8 @@ class Settings(BaseModel):
     )
 
     # --- boot sets, verification, clean-up ---
-    verify: VerifyMode = Field(
-        VerifyMode.AUTO,
+    verify: Literal["auto", "require", "off"] = Field(
+        "auto",
         description="Check downloads against the distribution's checksums (.treeinfo, "
         "SHA256SUMS): auto (when found), require, off.",
     )

@@ -15,10 +15,10 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -77,6 +77,12 @@ class Downloaded:
 
 
 ProgressFn = Callable[[int, int | None], None]
+T = TypeVar("T")
+
+# For a manifest probe, "the server will not give it to us" means "not here": besides 404 and
+# 410, mirrors commonly deny dotfiles (nginx `location ~ /\.`) with 403, which is exactly why
+# some trees also ship `treeinfo` without the dot.
+ABSENT = frozenset({401, 403, 404, 410})
 OnResponse = Callable[[Validators], Awaitable[None]]
 
 
@@ -196,6 +202,12 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
 
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def fetch(
         self,
         url: str,
@@ -212,14 +224,31 @@ class Fetcher:
         attempt's bytes are never continued. ``on_response`` runs once a 200's headers are
         in, before the body.
         """
+        return await self._retrying(url, lambda: self._attempt(
+            url, sink, etag, last_modified, on_response, progress))
+
+    async def get_text(self, url: str, limit: int) -> str | None:
+        """A small document (a checksum manifest), whole; None when the server says it is
+        not there (401, 403, 404, 410: mirrors often deny dotfiles).
+
+        Same TLS, proxy, timeouts, redirects and retries as downloads; failures raise
+        FetchError naming the URL.
+        """
+        try:
+            return await self._retrying(url, lambda: self._text_attempt(url, limit))
+        except FetchError as exc:
+            raise FetchError(f"{url}: {exc.reason}", local=exc.local) from None
+
+    async def _retrying(self, url: str, attempt_once: Callable[[], Awaitable[T]]) -> T:
+        """Run attempts until one succeeds, retrying only what is transient, within the
+        total time limit."""
         s = self.settings
         attempt = 0
         deadline = time.monotonic() + s.fetch_timeout
         while True:
             try:
                 async with asyncio.timeout_at(_loop_deadline(deadline)):
-                    return await self._attempt(url, sink, etag, last_modified, on_response,
-                                               progress)
+                    return await attempt_once()
             except TimeoutError:
                 raise FetchError(
                     f"gave up after the total time limit of {s.fetch_timeout:g} s"
@@ -245,21 +274,13 @@ class Fetcher:
         on_response: OnResponse | None,
         progress: ProgressFn | None,
     ) -> Downloaded | NotModified:
-        s = self.settings
         headers = {"Accept-Encoding": "identity"}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        try:
-            async with self._get_session().get(
-                url,
-                headers=headers,
-                # aiohttp counts the responses, not the redirects followed.
-                allow_redirects=s.max_redirects > 0,
-                max_redirects=s.max_redirects + 1,
-                proxy=s.http_proxy,
-            ) as resp:
+        with self._mapped_errors():
+            async with self._get(url, headers) as resp:
                 final_url = str(resp.url)
                 validators = Validators(
                     etag=resp.headers.get("ETag"),
@@ -278,6 +299,45 @@ class Fetcher:
                     await on_response(validators)
                 # The staging file is made only now: an up-to-date check creates no file.
                 return await self._stream(resp, sink(), final_url, validators, progress)
+
+    async def _text_attempt(self, url: str, limit: int) -> str | None:
+        with self._mapped_errors():
+            async with self._get(url, {"Accept-Encoding": "identity"}) as resp:
+                if resp.status in ABSENT:
+                    return None
+                if resp.status >= 500:
+                    raise FetchError(f"HTTP {resp.status} {resp.reason or ''}".rstrip(),
+                                     retryable=True)
+                if resp.status != 200:
+                    raise FetchError(f"HTTP {resp.status} {resp.reason or ''}".rstrip())
+                length = _content_length(resp)
+                if length is not None and length > limit:
+                    raise FetchError(f"{length} bytes, more than a manifest may be ({limit})")
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise FetchError(f"more than {limit} bytes, more than a manifest may be")
+                # Manifests are ASCII; undecodable bytes only make the parser reject them.
+                return bytes(body).decode("utf-8-sig", errors="replace")
+
+    def _get(self, url: str, headers: dict[str, str]) -> Any:
+        s = self.settings
+        return self._get_session().get(
+            url,
+            headers=headers,
+            # aiohttp counts the responses, not the redirects followed.
+            allow_redirects=s.max_redirects > 0,
+            max_redirects=s.max_redirects + 1,
+            proxy=s.http_proxy,
+        )
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """aiohttp's exceptions as one-line FetchErrors, transient ones marked retryable."""
+        s = self.settings
+        try:
+            yield
         except aiohttp.TooManyRedirects:
             raise FetchError(f"more than {s.max_redirects} redirects (a redirect loop?)") from None
         except aiohttp.InvalidURL as exc:

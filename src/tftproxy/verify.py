@@ -23,15 +23,10 @@ import asyncio
 import configparser
 import logging
 import re
-import ssl
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
-
-from tftproxy import __version__
-from tftproxy.config import Settings
 from tftproxy.fetcher import FetchError
 
 log = logging.getLogger(__name__)
@@ -47,11 +42,6 @@ MAX_LEVELS = 8
 
 # Ubuntu moved its d-i netboot images to legacy-images/ (20.04+); Debian keeps images/.
 IMAGES_DIRS = ("images", "legacy-images")
-
-# For a probe, "the server will not give it to us" means "not here": besides 404/410, mirrors
-# commonly deny dotfiles (nginx `location ~ /\.`, Apache's default .ht* rules widened) with 403,
-# which is exactly why some trees also ship `treeinfo` without the dot.
-_ABSENT = frozenset({401, 403, 404, 410})
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -70,9 +60,6 @@ class VerificationError(FetchError):
     published and the last good generation stays. Not ``retryable``: a syncing mirror does not
     settle within the fetcher's backoff, the operator tries again later.
     """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
 
 
 # --- URLs ------------------------------------------------------------------------------------
@@ -127,7 +114,7 @@ def _where(url: str) -> _Where | None:
                   is_dir)
 
 
-def candidate_urls(file_url: str, max_levels: int = MAX_LEVELS) -> list[tuple[str, str]]:
+def candidate_urls(file_url: str, max_levels: int = MAX_LEVELS) -> list[tuple[ManifestKind, str]]:
     """(kind, URL) of every place a manifest for ``file_url`` may be, nearest first.
 
     From the file's directory up to the host root, at most ``max_levels`` directories: at each,
@@ -144,7 +131,7 @@ def candidate_urls(file_url: str, max_levels: int = MAX_LEVELS) -> list[tuple[st
         return []
     segs, is_dir = _segments(parts.path)
     dirs = segs if is_dir else segs[:-1]
-    out: list[tuple[str, str]] = []
+    out: list[tuple[ManifestKind, str]] = []
     for level in range(min(max_levels, len(dirs) + 1)):
         here = dirs[: len(dirs) - level]
         prefix = f"{scheme}://{parts.netloc}/" + "".join(f"{s}/" for s in here)
@@ -310,7 +297,8 @@ class TextSource(Protocol):
     async def get_text(self, url: str, limit: int) -> str | None:
         """The body of ``url`` (at most ``limit`` bytes), None when it does not exist.
 
-        Any other failure raises :class:`ManifestError` naming the URL and the reason.
+        Any other failure raises :class:`~tftproxy.fetcher.FetchError` (or ManifestError)
+        naming the URL and the reason; :class:`~tftproxy.fetcher.Fetcher` is one.
         """
         ...
 
@@ -326,7 +314,7 @@ async def find_manifest(
 
     What a server sends where a manifest would be but that does not parse (a soft-404 HTML
     page, a directory listing) is skipped, so such a server does not block every fetch.
-    Failures to fetch (5xx, connection, TLS) propagate as :class:`ManifestError`: whether a
+    Failures to fetch (5xx, connection, TLS) propagate (FetchError): whether a
     manifest exists is then unknown, and guessing "no" would skip verification exactly when a
     mirror misbehaves.
     """
@@ -466,126 +454,7 @@ async def verify(
         return check(None, file_url, actual_sha256, mode, name)
     try:
         manifest = await cache.for_url(file_url)
-    except ManifestError as exc:
+    except (ManifestError, FetchError) as exc:
         raise VerificationError(f"{name}: cannot look for checksums of {file_url}: {exc}; "
                                 "try again later") from None
     return check(manifest, file_url, actual_sha256, mode, name)
-
-
-# --- HTTP ------------------------------------------------------------------------------------
-
-
-class HttpTextSource:
-    """Small GETs with the settings' TLS, proxy, timeouts, redirects and retries.
-
-    Its own session, so fetcher.py need not grow a text API; bodies are kept whole in memory,
-    capped by the caller's ``limit``.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.settings.verify_server_cert:
-            return False
-        ctx = ssl.create_default_context()
-        if self.settings.ca_bundle is not None:
-            ctx.load_verify_locations(cafile=str(self.settings.ca_bundle))
-        return ctx
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            s = self.settings
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=8),
-                timeout=aiohttp.ClientTimeout(
-                    total=s.fetch_timeout, connect=s.tftp_connect_timeout,
-                    sock_read=s.stall_timeout,
-                ),
-                # Identity, like the fetcher: the limit then counts what the server sends.
-                auto_decompress=False,
-                headers={"User-Agent": f"tftproxy/{__version__}",
-                         "Accept-Encoding": "identity"},
-                trust_env=False,
-            )
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def __aenter__(self) -> HttpTextSource:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def get_text(self, url: str, limit: int) -> str | None:
-        s = self.settings
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(url, limit)
-            except _Retryable as exc:
-                if attempt >= s.retries:
-                    after = f" (after {attempt + 1} attempts)" if attempt else ""
-                    raise ManifestError(f"{url}: {exc}{after}") from None
-                delay = s.retry_backoff * (2**attempt)
-                attempt += 1
-                log.warning("%s: %s; retry %d/%d in %.1f s", url, exc, attempt, s.retries, delay)
-                await asyncio.sleep(delay)
-
-    async def _attempt(self, url: str, limit: int) -> str | None:
-        s = self.settings
-        try:
-            async with self._get_session().get(
-                url,
-                allow_redirects=s.max_redirects > 0,
-                # aiohttp counts the responses, not the redirects followed.
-                max_redirects=s.max_redirects + 1,
-                proxy=s.http_proxy,
-            ) as resp:
-                if resp.status in _ABSENT:
-                    return None
-                reason = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
-                if resp.status >= 500:
-                    raise _Retryable(reason)
-                if resp.status != 200:
-                    raise ManifestError(f"{url}: {reason}")
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise ManifestError(f"{url}: {resp.content_length} bytes, more than a "
-                                        f"checksum manifest may be ({limit})")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > limit:
-                        raise ManifestError(f"{url}: more than {limit} bytes, more than a "
-                                            "checksum manifest may be")
-                # Manifests are ASCII; undecodable bytes only make the parser reject it.
-                return bytes(body).decode("utf-8-sig", errors="replace")
-        except aiohttp.TooManyRedirects:
-            raise ManifestError(f"{url}: more than {s.max_redirects} redirects") from None
-        except aiohttp.InvalidURL as exc:
-            raise ManifestError(f"{url}: invalid URL {exc}") from None
-        except aiohttp.ClientSSLError as exc:
-            raise ManifestError(f"{url}: TLS error: {exc}") from None
-        except aiohttp.ConnectionTimeoutError:
-            raise _Retryable(f"connect timed out after {s.tftp_connect_timeout:g} s") from None
-        except aiohttp.ServerTimeoutError:
-            raise _Retryable(f"stalled: no data for {s.stall_timeout:g} s") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise _Retryable(f"cannot connect: {exc.os_error.strerror or exc}") from None
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                ConnectionError) as exc:
-            raise _Retryable(f"connection lost: {exc or type(exc).__name__}") from None
-        except aiohttp.ClientError as exc:
-            raise ManifestError(f"{url}: HTTP client error: {exc}") from None
-        except TimeoutError:
-            raise ManifestError(f"{url}: gave up after the total time limit of "
-                                f"{s.fetch_timeout:g} s") from None
-
-
-class _Retryable(Exception):
-    """A transient failure of one attempt; becomes a ManifestError once retries run out."""
-

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+# Straight to loopback, whatever proxy the environment names.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -89,8 +95,7 @@ http {{
         os.replace(tmp, path)
         return path
 
-    def log_lines(self, uri: str) -> list[tuple[str, int, int]]:
-        """(method, status, body bytes) for every logged request of ``uri``."""
+    def _entries(self, uri: str) -> list[tuple[str, int, int]]:
         out = []
         if not self.access_log.exists():
             return out
@@ -99,6 +104,22 @@ http {{
             if u == uri:
                 out.append((method, int(status), int(size)))
         return out
+
+    def log_lines(self, uri: str) -> list[tuple[str, int, int]]:
+        """(method, status, body bytes) for every logged request of ``uri``, once every
+        request made before this call is in the log.
+
+        nginx logs a request after its response is out, so a test could read too early. Its
+        single worker handles one event at a time: once a request made now is logged, every
+        earlier one is too.
+        """
+        before = len(self._entries("/__settle__"))
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            _DIRECT.open(self.url("__settle__"), timeout=5).close()
+        deadline = time.monotonic() + 5
+        while len(self._entries("/__settle__")) <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._entries(uri)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
