@@ -13,16 +13,15 @@ import asyncio
 import collections
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
-from tests.helpers.nginx import Nginx, free_port
+from tests.helpers.nginx import Nginx
 
-from bench.refetch_rate import _wait_port
+from bench.common import tftproxy_serve
 
 
 async def _storm(base: str, url: str, clients: int) -> tuple[float, collections.Counter[str]]:
@@ -47,19 +46,13 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tftproxy-bench-", dir="/var/tmp"))
     nginx = Nginx(work / "nginx")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tftproxy", "serve", "--root", str(work / "root"), "--listen",
-         f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "TFTPROXY_FETCH_WAIT": "120"})
     try:
         with open(nginx.www / "initrd.img", "wb") as f:
             block = os.urandom(1024 * 1024)
             for _ in range(args.size_mib):
                 f.write(block)
-        _wait_port(port)
-        elapsed, answers = asyncio.run(
-            _storm(f"http://127.0.0.1:{port}", nginx.url("initrd.img"), args.clients))
+        with tftproxy_serve(work / "root", {"TFTPROXY_FETCH_WAIT": "120"}) as base:
+            elapsed, answers = asyncio.run(_storm(base, nginx.url("initrd.img"), args.clients))
         log = nginx.log_lines("/initrd.img")
         full = [entry for entry in log if entry[1] == 200 and entry[2] == args.size_mib << 20]
         print(f"{args.clients} concurrent requests for one {args.size_mib} MiB file "
@@ -67,8 +60,6 @@ def main() -> int:
         print(f"nginx access log: {len(log)} request(s), {len(full)} full download(s) "
               f"(target: 1)")
     finally:
-        server.terminate()
-        server.wait(10)
         nginx.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0

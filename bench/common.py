@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,30 @@ def drop_caches_best_effort() -> None:
             f.write("1\n")
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def tftproxy_serve(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`tftproxy serve` on a free loopback port, for the length of the block; yields its URL."""
+    from tests.helpers.nginx import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tftproxy", "serve", "--root", str(root), "--listen",
+         f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})})
+    try:
+        for _ in range(400):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise SystemExit("tftproxy serve exited at start") from None
+                time.sleep(0.05)
+        else:
+            raise SystemExit("tftproxy serve did not start listening")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

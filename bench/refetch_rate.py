@@ -23,7 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
-from tests.helpers.nginx import Nginx, free_port
+from tests.helpers.nginx import Nginx
+
+from bench.common import tftproxy_serve
+
+
+def _prefix(url: str) -> str:
+    """One boot set per file, as one medium per prefix in Foreman: boot/f<i>."""
+    return "boot/" + url.rsplit("/", 2)[-2]
 
 
 async def _ours(base: str, urls: list[str], total: int, concurrency: int) -> float:
@@ -33,7 +40,8 @@ async def _ours(base: str, urls: list[str], total: int, concurrency: int) -> flo
     async with aiohttp.ClientSession() as session:
         async def one(i: int) -> None:
             async with sem, session.post(f"{base}/tftp/fetch_boot_file",
-                                         data={"prefix": "boot/r", "path": urls[i % len(urls)]},
+                                         data={"prefix": _prefix(urls[i % len(urls)]),
+                                               "path": urls[i % len(urls)]},
                                          headers={"Accept": "json"}) as resp:
                 body = await resp.json()
                 statuses[body["status"]] = statuses.get(body["status"], 0) + 1
@@ -49,7 +57,7 @@ async def _ours(base: str, urls: list[str], total: int, concurrency: int) -> flo
 def _curl(dst_dir: Path, urls: list[str], total: int, concurrency: int) -> float:
     def one(i: int) -> None:
         url = urls[i % len(urls)]
-        dst = dst_dir / url.rsplit("/", 1)[-1]
+        dst = dst_dir / _prefix(url).replace("/", "-")
         subprocess.run(["curl", "-sS", "--fail", "--remote-time", "--time-cond", str(dst),
                         "--output", str(dst), url], check=True)
 
@@ -68,39 +76,32 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tftproxy-bench-"))
     nginx = Nginx(work / "nginx")
-    port = free_port()
-    root = work / "root"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tftproxy", "serve", "--root", str(root), "--listen",
-         f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         urls = []
         for i in range(args.files):
-            nginx.put(f"f/vmlinuz-{i}", os.urandom(64 * 1024))
-            urls.append(nginx.url(f"f/vmlinuz-{i}"))
-        base = f"http://127.0.0.1:{port}"
-        _wait_port(port)
+            nginx.put(f"f{i}/vmlinuz", os.urandom(64 * 1024))
+            urls.append(nginx.url(f"f{i}/vmlinuz"))
         curl_dir = work / "curl"
         curl_dir.mkdir()
-        # Warm both: every file published once, so every later request is up to date.
-        asyncio.run(_publish_all(base, urls))
-        _curl(curl_dir, urls, len(urls), 4)
-        for conc in args.concurrency:
-            ours, curls = [], []
-            for _ in range(args.rounds):  # alternating, so noise hits both alike
-                ours.append(asyncio.run(_ours(base, urls, args.requests, conc)))
-                curls.append(_curl(curl_dir, urls, args.requests, conc))
-            t_ours, t_curl = statistics.median(ours), statistics.median(curls)
-            print(f"{args.requests} up-to-date refetches of {args.files} files, "
-                  f"concurrency {conc}, median of {args.rounds} alternating rounds:")
-            print(f"  tftproxy API : {t_ours:6.2f} s  {args.requests / t_ours:8.0f} req/s")
-            print(f"  curl -z each : {t_curl:6.2f} s  {args.requests / t_curl:8.0f} req/s")
-            print(f"  throughput ratio tftproxy/curl: {t_curl / t_ours:.1f}x  (target >= 10x)")
-        codes = [s for _, s, _ in nginx.log_lines("/f/vmlinuz-0")]
+        with tftproxy_serve(work / "root") as base:
+            # Warm both: every file published once, so every later request is up to date.
+            asyncio.run(_publish_all(base, urls))
+            _curl(curl_dir, urls, len(urls), 4)
+            for conc in args.concurrency:
+                ours, curls = [], []
+                for _ in range(args.rounds):  # alternating, so noise hits both alike
+                    ours.append(asyncio.run(_ours(base, urls, args.requests, conc)))
+                    curls.append(_curl(curl_dir, urls, args.requests, conc))
+                t_ours, t_curl = statistics.median(ours), statistics.median(curls)
+                print(f"{args.requests} up-to-date refetches of {args.files} files, "
+                      f"concurrency {conc}, median of {args.rounds} alternating rounds:")
+                print(f"  tftproxy API : {t_ours:6.2f} s  {args.requests / t_ours:8.0f} req/s")
+                print(f"  curl -z each : {t_curl:6.2f} s  {args.requests / t_curl:8.0f} req/s")
+                print(f"  throughput ratio tftproxy/curl: {t_curl / t_ours:.1f}x "
+                      f"(target >= 10x)")
+        codes = [s for _, s, _ in nginx.log_lines("/f0/vmlinuz")]
         print(f"  nginx saw for one file: {codes.count(200)} x 200, {codes.count(304)} x 304")
     finally:
-        server.terminate()
-        server.wait(10)
         nginx.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -110,21 +111,9 @@ async def _publish_all(base: str, urls: list[str]) -> None:
     async with aiohttp.ClientSession() as session:
         for url in urls:
             async with session.post(f"{base}/tftp/fetch_boot_file",
-                                    data={"prefix": "boot/r", "path": url}) as resp:
+                                    data={"prefix": _prefix(url), "path": url}) as resp:
                 if resp.status != 200:
                     raise SystemExit(f"warm-up fetch failed: {await resp.text()}")
-
-
-def _wait_port(port: int) -> None:
-    import socket
-
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("tftproxy serve did not start")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers.api import RunningApi, start_api
 from tests.helpers.nginx import Nginx
+from tests.helpers.pki import make_server_pki
 from tests.helpers.upstream import Upstream
 from tftproxy.config import Settings
 
@@ -18,6 +19,15 @@ from tftproxy.config import Settings
 def nginx(tmp_path: Path) -> Iterator[Nginx]:
     server = Nginx(tmp_path / "nginx")
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_nginx(tmp_path: Path) -> Iterator[tuple[Nginx, Path]]:
+    """nginx over HTTPS with a certificate from a CA made here; yields (server, CA file)."""
+    ca, cert, key = make_server_pki(tmp_path / "pki")
+    server = Nginx(tmp_path / "nginx-tls", tls=(cert, key))
+    yield server, ca
     server.stop()
 
 

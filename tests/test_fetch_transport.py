@@ -17,28 +17,6 @@ from tftproxy.bootfiles import BootFiles
 from tftproxy.config import Settings
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture
-def tls_nginx(tmp_path: Path) -> Iterator[tuple[Nginx, Path]]:
-    """nginx over HTTPS with a certificate from a CA made here; yields (server, CA file)."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=tftproxy test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-             "-keyout", "server.key", "-out", "server.csr", cwd=pki)
-    (pki / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt",
-             cwd=pki)
-    server = Nginx(tmp_path / "nginx-tls", tls=(pki / "server.crt", pki / "server.key"))
-    yield server, pki / "ca.crt"
-    server.stop()
-
-
 async def _fetch(settings: Settings, prefix: str, url: str):
     files = BootFiles(settings)
     try:

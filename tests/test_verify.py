@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -627,28 +626,6 @@ async def test_concurrent_members_share_one_lookup(nginx: Nginx, texts: Fetcher)
     assert a is not None and a.url == nginx.url("os/.treeinfo")
     assert gets(nginx, "/os/.treeinfo") == [200]
     assert gets(nginx, "/os/images/pxeboot/.treeinfo") == [404]
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture
-def tls_nginx(tmp_path: Path) -> Iterator[tuple[Nginx, Path]]:
-    """nginx over HTTPS with a certificate from a CA made here; yields (server, CA file)."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=verify test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-             "-keyout", "server.key", "-out", "server.csr", cwd=pki)
-    (pki / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt",
-             cwd=pki)
-    server = Nginx(tmp_path / "nginx-tls", tls=(pki / "server.crt", pki / "server.key"))
-    yield server, pki / "ca.crt"
-    server.stop()
 
 
 async def test_tls_and_proxy_settings_apply(

@@ -282,18 +282,23 @@ class BootFiles:
         # lock first, then each member's, in name order, so two processes cannot deadlock).
         set_lock = self._set_locks.setdefault(job.set_id, asyncio.Lock())
         async with set_lock:
-            names = sorted({job.name, *(m.name for m in self.store.members(job.set_id))})
-            flocks = [self._flock(f"set:{job.set_id}"), *(self._flock(n) for n in names)]
             held: list[NameLock] = []
             try:
-                for flock in flocks:
-                    if not flock.acquire(blocking=False):
-                        await asyncio.to_thread(flock.acquire)
-                    held.append(flock)
-                return await self._fetch_locked(job)
+                await self._lock_all([f"set:{job.set_id}", job.name], held)
+                return await self._fetch_locked(job, held)
             finally:
                 for flock in held:
                     flock.unlock()
+
+    async def _lock_all(self, names: list[str], held: list[NameLock]) -> None:
+        """Take the flocks of ``names`` in order (adding them to ``held``)."""
+        for name in names:
+            flock = self._flock(name)
+            if flock in held:
+                continue
+            if not flock.acquire(blocking=False):
+                await asyncio.to_thread(flock.acquire)
+            held.append(flock)
 
     def _flock(self, name: str) -> NameLock:
         flock = self._flocks.pop(name, None) or self.store.lock(name)
@@ -303,7 +308,7 @@ class BootFiles:
             old.release()
         return flock
 
-    async def _fetch_locked(self, job: Job) -> FetchResult:
+    async def _fetch_locked(self, job: Job, held: list[NameLock]) -> FetchResult:
         store, name, url = self.store, job.name, job.url
         # The locks were free, so a half-done state is a dead process's: repair it first.
         rec = store.record(name, with_checked=False)
@@ -311,7 +316,7 @@ class BootFiles:
             await asyncio.to_thread(store.repair, name)
             rec = store.record(name, with_checked=False)
         cur = rec.current if rec is not None else None
-        change = _SetChange(self, job.set_id)
+        change = _SetChange(self, job.set_id, held)
         try:
             first = await self._check_one(job, rec, change)
             if first.error is not None or first.download is None:
@@ -328,6 +333,7 @@ class BootFiles:
                                    final_url=first.final_url, set=job.set_id,
                                    generation=rec.generation if rec else None)
             # A member changed (or is new): the whole set is revalidated and switches as one.
+            await self._lock_all(sorted(m.name for m in store.members(job.set_id)), held)
             return await self._publish_set(job, first, change)
         except BaseException:
             await change.restore()
@@ -506,9 +512,10 @@ class _Checked:
 class _SetChange:
     """Hiding and restoring the members of a set while a new generation is prepared."""
 
-    def __init__(self, files: BootFiles, set_id: str) -> None:
+    def __init__(self, files: BootFiles, set_id: str, held: list[NameLock]) -> None:
         self.files = files
         self.set_id = set_id
+        self.held = held
         self.hidden = False
         self._hidden_names: list[str] = []
         self.staging: list[StagingFile] = []
@@ -520,7 +527,10 @@ class _SetChange:
             return
         self.hidden = True
         store = self.files.store
-        for member in store.members(self.set_id):
+        members = store.members(self.set_id)
+        # Their locks first: a recovering process must not take our hiding for a crash's.
+        await self.files._lock_all(sorted(m.name for m in members), self.held)
+        for member in members:
             await asyncio.to_thread(store.begin_refresh, member.name, True)
             self._hidden_names.append(member.name)
 
