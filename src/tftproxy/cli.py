@@ -136,7 +136,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         if result.ok:
             print(f"{result.status}: {result.name} {result.size} bytes sha256 {result.sha256}")
             return 0
-        print(f"failed: {result.message}", file=sys.stderr)
+        print(f"failed: {result.name} <- {args.url}: {result.message}", file=sys.stderr)
         return 1
 
     return asyncio.run(go())
@@ -279,8 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Daemons log what they do; one-shot commands print their own result and log only
+    # what goes wrong beyond it (a progress bar and log lines would interleave).
+    daemon = args.command in ("serve", "tftpd")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.INFO if daemon else logging.ERROR,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -41,9 +41,9 @@ class GcReport:
         return asdict(self)
 
     def summary(self) -> str:
-        verb = "would free" if self.dry_run else "freed"
-        return (f"{verb} {self.freed_bytes} bytes in {len(self.deleted)} object(s), "
-                f"dropped {len(self.dropped_generations)} old generation(s); kept "
+        free, drop = ("would free", "would drop") if self.dry_run else ("freed", "dropped")
+        return (f"{free} {self.freed_bytes} bytes in {len(self.deleted)} object(s), "
+                f"{drop} {len(self.dropped_generations)} old generation(s); kept "
                 f"{self.kept_objects} object(s), {self.kept_bytes} bytes; disk "
                 f"{self.disk_free} of {self.disk_total} bytes free")
 
