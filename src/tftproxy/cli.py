@@ -119,7 +119,7 @@ class _ProgressBar:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from tftproxy.bootfiles import BootFiles
+    from tftproxy.bootfiles import BadRequest, BootFiles
 
     settings = _settings(args)
     bar = _ProgressBar(sys.stderr)
@@ -130,6 +130,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         try:
             job = files.request(args.prefix, args.url, progress=bar)
             result = await job.outcome()
+        except BadRequest as exc:
+            print(f"failed: {exc}", file=sys.stderr)
+            return 2
         finally:
             await files.close()
         bar.finish()

@@ -1,0 +1,68 @@
+"""The command line, run as an admin would: real processes against nginx."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers.nginx import Nginx
+
+
+def tftproxy(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TFTPROXY_MIN_FREE_SPACE": "0"}
+    return subprocess.run([sys.executable, "-m", "tftproxy", *args], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_fetch_status_and_gc(nginx: Nginx, root: Path) -> None:
+    data = os.urandom(100_000)
+    nginx.put("os/images/pxeboot/vmlinuz", data)
+    url = nginx.url("os/images/pxeboot/vmlinuz")
+    sha = hashlib.sha256(data).hexdigest()
+    done = tftproxy("fetch", "--root", str(root), "boot/cli", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"published: boot/cli-vmlinuz {len(data)} bytes sha256 {sha}\n"
+    assert done.stderr == ""
+    done = tftproxy("fetch", "--root", str(root), "boot/cli", url)
+    assert done.stdout == f"unchanged: boot/cli-vmlinuz {len(data)} bytes sha256 {sha}\n"
+    done = tftproxy("fetch", "--root", str(root), "boot/cli", nginx.url("nope/vmlinuz"))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (f"failed: boot/cli-vmlinuz <- {nginx.url('nope/vmlinuz')}: "
+                           "HTTP 404 Not Found; previous version kept\n")
+    assert (root / "boot/cli-vmlinuz").read_bytes() == data
+
+    status = json.loads(tftproxy("status", "--root", str(root), "--json").stdout)
+    [entry] = status["files"]
+    assert entry["current"]["sha256"] == sha and entry["current"]["source"] == url
+    assert status["sets"][0]["set"] == "boot/cli"
+    text = tftproxy("status", "--root", str(root)).stdout
+    assert f"sha256:       {sha}" in text and f"source:       {url}" in text
+
+    gc = tftproxy("gc", "--root", str(root), "--dry-run")
+    assert gc.returncode == 0
+    assert gc.stdout.startswith("would free 0 bytes in 0 object(s)")
+
+
+def test_bad_input_and_settings_are_named(root: Path, tmp_path: Path) -> None:
+    done = tftproxy("fetch", "--root", str(root), "../escape", "http://127.0.0.1:1/vmlinuz")
+    assert done.returncode == 2
+    assert done.stderr == ("failed: '../escape-vmlinuz' contains '..', which could leave the "
+                           "TFTP root\n")
+    config = tmp_path / "bad.yml"
+    config.write_text("fetch_wait: soon\n")
+    done = tftproxy("status", "--root", str(root), "--config", str(config))
+    assert done.returncode == 2
+    assert "fetch_wait" in done.stderr and str(config) in done.stderr
+
+
+def test_help_names_every_command() -> None:
+    out = tftproxy("--help").stdout
+    for command in ("serve", "fetch", "status", "tftpd", "gc", "config"):
+        assert command in out
+    assert "--tftp-listen" in tftproxy("serve", "--help").stdout
+    assert "--dry-run" in tftproxy("gc", "--help").stdout
