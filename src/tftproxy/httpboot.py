@@ -30,12 +30,16 @@ def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", content_type="text/plain")
 
 
-async def _open(store: BootStore, path: str, hold: float) -> ServedFile:
-    """Open through the store; a name hidden by a refresh is waited for, as TFTP does."""
+async def _open(store: BootStore, path: str, client: str | None, hold: float) -> ServedFile:
+    """Open through the store; a name hidden by a refresh is waited for, as TFTP does.
+
+    ``client`` (the peer's address) lets the store serve a boot set's members from the
+    generation that client started on.
+    """
     deadline = time.monotonic() + hold
     while True:
         try:
-            return store.open_served(path)
+            return store.open_served(path, client=client)
         except FileNotFoundError:
             if time.monotonic() >= deadline or not store.is_refreshing(path):
                 raise
@@ -69,7 +73,7 @@ def httpboot_routes(store: BootStore, *, refresh_hold: float = 10.0) -> list[web
     async def serve(request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         try:
-            served = await _open(store, path, refresh_hold)
+            served = await _open(store, path, request.remote, refresh_hold)
         except AccessDenied:
             return _text(403, f"Forbidden: {PREFIX}/{path}")
         except FileNotFoundError:

@@ -123,5 +123,9 @@ async def test_publish_during_a_response_never_changes_its_bytes(base: str,
         publish(store, NAME, new)
         rest = await r.read()
     assert first + rest == old
-    async with aiohttp.ClientSession() as s, s.get(f"{base}/{NAME}") as r:
+    # A client new to this file gets the new version; this one stays on its generation.
+    other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=other) as s, s.get(f"{base}/{NAME}") as r:
         assert await r.read() == new
+    async with aiohttp.ClientSession() as s, s.get(f"{base}/{NAME}") as r:
+        assert await r.read() == old

@@ -85,9 +85,14 @@ def test_publish_during_a_transfer_never_changes_its_bytes(store: BootStore) -> 
                 publish(store, NAME, new)
 
         assert receive_all(c, between=publish_new) == old
-        with RawClient(srv.addresses[0]) as after:
-            after.rrq(NAME)
-            assert receive_all(after) == new
+        # A client new to this file gets the new version...
+        with RawClient(srv.addresses[0], bind="127.0.0.2") as other:
+            other.rrq(NAME)
+            assert receive_all(other) == new
+        # ...while this one stays on the generation it started on (the store's pins).
+        with RawClient(srv.addresses[0]) as again:
+            again.rrq(NAME)
+            assert receive_all(again) == old
 
 
 def test_request_during_refresh_is_held_then_answered_with_the_new_version(
@@ -147,6 +152,8 @@ def test_names_not_refreshing_are_not_held(store: BootStore, server: TftpServer)
 def test_refreshes_during_real_transfers(store: BootStore, tmp_path: Path) -> None:
     """Clients fetch while the name is refreshed again and again: each gets one whole version,
     and a request made while the name is hidden gets the version published next."""
+    # Pins off: a client asking again must see the refreshes, not its first generation.
+    store = BootStore(store.root, pin_window=0)
     versions = [os.urandom(400_000 + i) for i in range(6)]
     publish(store, NAME, versions[0])
     config = ServerConfig(policy=Policy(max_blksize=1468))

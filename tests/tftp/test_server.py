@@ -220,6 +220,22 @@ def test_wildcard_listener_answers_from_the_address_asked(store: BootStore,
                 assert source[0] == address  # PXE ROMs drop answers from another address
 
 
+def test_names_that_cannot_exist_are_not_found(port: int) -> None:
+    for name in ("pxelinux.0/inside-a-file", "x" * 300, "a/" * 2000 + "b"):
+        with RawClient(("127.0.0.1", port)) as c:
+            c.rrq(name)
+            assert c.recv(timeout=2)[0] == Error(1, "file not found"), name[:40]
+
+
+def test_ipv6_wildcard_answers_from_the_address_asked(store: BootStore,
+                                                      tree: dict[str, bytes]) -> None:
+    with running_server(store, None, ("[::]:0",)) as srv, \
+            RawClient(("::1", srv.addresses[0][1]), socket.AF_INET6, "::1") as c:
+        c.rrq("pxelinux.0")
+        packet, source = c.recv()
+        assert isinstance(packet, Data) and source[0] == "::1"
+
+
 def test_ipv6_by_hand(store: BootStore, tree: dict[str, bytes]) -> None:
     with running_server(store, None, ("[::1]:0",)) as srv, \
             RawClient(("::1", srv.addresses[0][1]), socket.AF_INET6, "::1") as c:
@@ -271,17 +287,23 @@ def test_worker_processes(store: BootStore, tree: dict[str, bytes], tmp_path: Pa
         s.bind(("127.0.0.1", port))
 
 
-def test_tftpd_command(store: BootStore, tree: dict[str, bytes], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tftpd_command(store: BootStore, tree: dict[str, bytes], tmp_path: Path,
+                       workers: int) -> None:
     port = free_udp_port()
     proc = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "tftproxy"), "tftpd", "--root",
-         str(store.root), "--listen", f"127.0.0.1:{port}"],
+         str(store.root), "--listen", f"127.0.0.1:{port}", "--workers", str(workers)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_ready(port), "tftproxy tftpd did not answer"
         out = tmp_path / "out"
-        assert curl_get(port, "images/vmlinuz", out, blksize=1468).returncode == 0
-        assert out.read_bytes() == tree["images/vmlinuz"]
+        for _ in range(3):
+            assert curl_get(port, "images/vmlinuz", out, blksize=1468).returncode == 0
+            assert out.read_bytes() == tree["images/vmlinuz"]
+        # The command's own process is a worker: N workers are N processes.
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == workers - 1
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=10)

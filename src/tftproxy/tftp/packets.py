@@ -30,6 +30,8 @@ MAX_WINDOWSIZE: Final = 65535
 MAX_REQUEST: Final = 65535
 
 _HEADER = struct.Struct("!HH")
+# Opcode and block number: the four bytes in front of every DATA block.
+HEADER: Final = _HEADER
 
 
 class ErrorCode(IntEnum):

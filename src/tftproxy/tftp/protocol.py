@@ -28,6 +28,7 @@ from typing import Final, Protocol
 
 from tftproxy.tftp.packets import (
     DEFAULT_BLKSIZE,
+    HEADER,
     MAX_BLKSIZE,
     MAX_TIMEOUT,
     MAX_WINDOWSIZE,
@@ -204,6 +205,11 @@ class ReadTransfer:
         self._slots = [view[i * (b + 4) : (i + 1) * (b + 4)] for i in range(w)]
         self._bodies = [slot[4:] for slot in self._slots]
         self._single: list[tuple[Action, ...]] = [(Send(slot),) for slot in self._slots]
+        # Lock-step needs none of the window bookkeeping: these serve its per-block path.
+        self._readv = source.readv
+        self._pack = HEADER.pack_into
+        self._first_slot = self._slots[0]
+        self._first_body = [self._bodies[0]]
         self._oack = Send(build_oack(negotiated.oack)) if negotiated.oack else None
         # The OACK is block 0: with one, nothing is acknowledged yet (-1).
         self._acked = -1 if self._oack else 0
@@ -316,6 +322,8 @@ class ReadTransfer:
         self._tries = 0
         if acked >= self._final:
             return self._close(Outcome.COMPLETE)
+        if self._window == 1:
+            return self._step(now)
         if acked < self._sent:
             # A partial ACK: RFC 7440 clients send one when a block is missing, and the window
             # restarts after it (go-back-N). Once per round, though: until the blocks sent
@@ -361,14 +369,9 @@ class ReadTransfer:
     def _send_window(self, now: float, first: int) -> Sequence[Action]:
         """Blocks ``first`` up to the window's end after the last acknowledged block."""
         w = self._window
-        last = min(self._acked + w, self._final)
         if w == 1:
-            # Lock-step fast path: one block, one preallocated tuple.
-            if first > self._sent and not self._read(first, first):
-                return self._fail_read()
-            self.packets_sent += 1
-            self.deadline = now + self._timeout
-            return self._single[(first - 1) % w]
+            return self._step(now)
+        last = min(self._acked + w, self._final)
         k = self._sent + 1
         while k <= last:
             # Up to the end of the ring, then from its start: each part is one read.
@@ -382,6 +385,27 @@ class ReadTransfer:
             return NOTHING
         self.packets_sent += last - first + 1
         return self._runs(first, last)
+
+    def _step(self, now: float) -> Sequence[Action]:
+        """Lock-step: read and send the block after the acknowledged one (the hot path)."""
+        k = self._acked + 1
+        if k > self._sent:
+            b = self._blksize
+            try:
+                n = self._readv((k - 1) * b, self._first_body)
+            except OSError as exc:
+                self.detail = f"read error: {exc.strerror or exc}"
+                return self._fail_read()
+            self._pack(self._first_slot, 0, 3, k & 0xFFFF)
+            self._read_bytes += n
+            self._sent = k
+            if n < b:
+                self._final = k
+                self._final_len = n
+                self._single[0] = (Send(self._first_slot[: 4 + n]),)
+        self.packets_sent += 1
+        self.deadline = now + self._timeout
+        return self._single[0]
 
     def _runs(self, first: int, last: int) -> Sequence[Action]:
         """Blocks first..last (all read) as at most two runs of consecutive slots."""

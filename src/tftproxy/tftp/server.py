@@ -6,7 +6,8 @@ drops datagrams from any other peer and send()/recv_into() need no address. A si
 process (rather than a thread per transfer) is what keeps a boot storm fast in Python: a hundred
 threads spend their time handing the GIL around. Several workers are separate processes whose
 listening sockets share the address through SO_REUSEPORT; the kernel hashes a client's address
-to one of them, so a retransmitted request meets the transfer it duplicates.
+to one of them, so a retransmitted request meets the transfer it duplicates. A window of
+blocks (RFC 7440) leaves in one sendmsg() with UDP GSO, the kernel cutting it into datagrams.
 
 Every path decision is the store's (:meth:`BootStore.open_served`); the descriptor it returns
 pins the version for the whole transfer and blocks are read by offset from it.
@@ -66,7 +67,8 @@ _GSO_MAX_BYTES: Final = 65000  # a GSO send is one UDP datagram to the stack unt
 _PKTINFO4 = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 _PKTINFO6 = struct.Struct("=16sI")  # struct in6_pktinfo: addr, ifindex
 _CMSG_SPACE: Final = socket.CMSG_SPACE(_PKTINFO6.size)
-# RFC 2347 caps a request at 512 bytes; longer ones are read whole and refused, not truncated.
+# RFC 2347 caps a request at 512 bytes. Up to 4096 are read; a longer one arrives truncated
+# (MSG_TRUNC) and is refused rather than parsed from a piece.
 _REQUEST_BUFSIZE: Final = 4096
 _SCAN_INTERVAL: Final = 0.05
 _MAX_HOLDS: Final = 1024
@@ -151,6 +153,8 @@ class FileSource:
     def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
         total = os.preadv(self._fd, bufs, offset)
         want = len(bufs[0]) if len(bufs) == 1 else sum(len(b) for b in bufs)
+        if total == want:
+            return total
         # A regular file reads short only at its end (where the next read returns 0).
         while 0 < total < want:
             n = os.preadv(self._fd, _skip(bufs, total), offset + total)
@@ -455,7 +459,15 @@ class TftpServer:
                         self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
                         continue
                     actions = t.receive(rbuf, now, n)
-                    if actions:
+                    if len(actions) == 1 and type(a := actions[0]) is Send and not a.segment:
+                        # Lock-step's one block: sent here, without a call to _apply.
+                        try:
+                            t.send(a.packet)
+                        except BlockingIOError:
+                            pass
+                        except OSError as exc:
+                            self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
+                    elif actions:
                         self._apply(t, actions)
                 elif fd in listeners:
                     self._on_listener(listeners[fd], now)
@@ -564,7 +576,9 @@ class TftpServer:
     def _answer(self, lst: _Listener, local: tuple[str, int] | None, client: tuple[Any, ...],
                 raw: bytes, request: Request, now: float, *, may_hold: bool) -> None:
         try:
-            served = self.store.open_served(request.filename)
+            # With the client's address, a boot set's members come from the generation that
+            # client started on (the store's pins), so it never boots a mixed pair.
+            served = self.store.open_served(request.filename, client=client[0])
         except FileNotFoundError:
             if (may_hold and self.config.refresh_hold > 0 and len(self._holds) < _MAX_HOLDS
                     and self.store.is_refreshing(request.filename)):
@@ -584,6 +598,11 @@ class TftpServer:
                          "access violation", "denied", str(exc))
             return
         except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ENAMETOOLONG):
+                # "a/b" where a is a file, or a name no file can have: simply not there.
+                self._refuse(lst, local, client, request, ErrorCode.FILE_NOT_FOUND,
+                             "file not found", "not_found")
+                return
             self._refuse(lst, local, client, request, ErrorCode.NOT_DEFINED,
                          "cannot open file", "server_errors", exc.strerror or str(exc))
             return
@@ -780,7 +799,8 @@ def _worker_main(spec_text: str) -> int:
     counters_map = mmap.mmap(spec["counters_fd"], 0)
     os.close(spec["counters_fd"])
     counters = Counters(counters_map, spec["slot"])
-    server = TftpServer(BootStore(spec["root"], create=False), sockets, config, counters,
+    store = BootStore(spec["root"], create=False, pin_window=float(spec["pin_window"]))
+    server = TftpServer(store, sockets, config, counters,
                         control_fd=spec["control_fd"])
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
@@ -798,8 +818,10 @@ class TftpHandle:
     """
 
     def __init__(self, store: BootStore, addresses: Sequence[str], workers: int = 1,
-                 config: ServerConfig | None = None) -> None:
+                 config: ServerConfig | None = None, *, local_worker: bool = False) -> None:
         self.store = store
+        # Worker 0 runs in the caller's process (see local_server) instead of a child.
+        self.local_worker = local_worker
         self.config = config or ServerConfig()
         self.workers = workers
         self._closing = threading.Event()
@@ -815,7 +837,11 @@ class TftpHandle:
         try:
             for text in addresses:
                 host, port = listen_address(text)
-                first = bind_listener(host, port, reuseport=workers > 1)
+                try:
+                    first = bind_listener(host, port, reuseport=workers > 1)
+                except OSError as exc:
+                    raise OSError(exc.errno, f"cannot serve TFTP on {text}: "
+                                             f"{exc.strerror or exc}") from None
                 self._sockets[0].append(first)
                 bound = first.getsockname()
                 self.addresses.append((bound[0], bound[1]))
@@ -824,7 +850,7 @@ class TftpHandle:
             self._counters_fd = os.memfd_create("tftproxy-counters", os.MFD_CLOEXEC)
             os.ftruncate(self._counters_fd, Counters.SLOT_BYTES * workers)
             self._counters = mmap.mmap(self._counters_fd, 0)
-            for i in range(workers):
+            for i in range(1 if local_worker else 0, workers):
                 self._spawn(i)
         except BaseException:
             self.close()
@@ -838,6 +864,7 @@ class TftpHandle:
         listen_fds = [s.fileno() for s in self._sockets[i]]
         spec = {
             "root": str(self.store.root),
+            "pin_window": self.store.pin_window,
             "listen_fds": listen_fds,
             "counters_fd": self._counters_fd,
             "slot": i,
@@ -882,6 +909,13 @@ class TftpHandle:
                 except OSError as exc:
                     log.error("cannot restart TFTP worker %d: %s", i, exc)
                     self._procs[i] = None
+
+    def local_server(self) -> TftpServer:
+        """Worker 0, for the calling thread to run (with ``local_worker=True``)."""
+        if not self.local_worker or self._counters is None:
+            raise RuntimeError("this handle has no local worker")
+        return TftpServer(self.store, self._sockets[0], self.config,
+                          Counters(self._counters, 0))
 
     @property
     def pids(self) -> list[int]:
@@ -944,35 +978,33 @@ def start_tftp(settings: Settings, store: BootStore) -> TftpHandle:
 
 
 def run_tftpd(settings: Settings, addresses: Sequence[str]) -> int:
-    """``tftproxy tftpd``: serve the root over TFTP in the foreground until SIGINT/SIGTERM."""
+    """``tftproxy tftpd``: serve the root over TFTP in the foreground until SIGINT/SIGTERM.
+
+    This process is worker 0; ``tftp_workers - 1`` child processes share the addresses.
+    """
     if not os.path.isdir(settings.tftproot):
         log.error("TFTP root %s is not a directory", settings.tftproot)
         return 2
-    store = BootStore(settings.tftproot, create=False)
+    store = BootStore(settings.tftproot, create=False, pin_window=settings.pin_window)
     config = ServerConfig.from_settings(settings)
-    if settings.tftp_workers == 1:
-        _raise_fd_limit(2 * config.max_transfers + 64)
-        server = TftpServer.bind(store, addresses, config)
+    _raise_fd_limit(2 * config.max_transfers + 64)
+    try:
+        handle = TftpHandle(store, addresses, settings.tftp_workers, config, local_worker=True)
+    except OSError as exc:
+        log.error("%s", exc.strerror or exc)
+        return 1
+    with handle:
+        server = handle.local_server()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: server.stop())
-        for host, port in server.addresses:
-            log.info("TFTP on %s, root %s", _format_peer((host, port)), store.root)
+        for host, port in handle.addresses:
+            log.info("TFTP on %s, %d worker(s), root %s", _format_peer((host, port)),
+                     settings.tftp_workers, store.root)
         try:
             server.serve_forever()
         finally:
             server.close()
-        return 0
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    with TftpHandle(store, addresses, settings.tftp_workers, config) as handle:
-        for host, port in handle.addresses:
-            log.info("TFTP on %s with %d workers, root %s", _format_peer((host, port)),
-                     settings.tftp_workers, store.root)
-        while not stop.wait(3600):
-            pass
     return 0
-
 
 
 __all__ = [
