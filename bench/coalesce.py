@@ -51,8 +51,9 @@ def main() -> int:
             block = os.urandom(1024 * 1024)
             for _ in range(args.size_mib):
                 f.write(block)
-        with tftproxy_serve(work / "root", {"TFTPROXY_FETCH_WAIT": "120"}) as base:
-            elapsed, answers = asyncio.run(_storm(base, nginx.url("initrd.img"), args.clients))
+        with tftproxy_serve(work / "root", {"TFTPROXY_FETCH_WAIT": "120"}) as server:
+            elapsed, answers = asyncio.run(_storm(server.url, nginx.url("initrd.img"),
+                                                  args.clients))
         log = nginx.log_lines("/initrd.img")
         full = [entry for entry in log if entry[1] == 200 and entry[2] == args.size_mib << 20]
         print(f"{args.clients} concurrent requests for one {args.size_mib} MiB file "

@@ -48,9 +48,23 @@ def drop_caches_best_effort() -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    pid: int
+
+    def peak_rss_mib(self) -> float:
+        """The server's peak resident memory so far (VmHWM)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+
 @contextlib.contextmanager
-def tftproxy_serve(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`tftproxy serve` on a free loopback port, for the length of the block; yields its URL."""
+def tftproxy_serve(root: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """`tftproxy serve` on a free loopback port, for the length of the block."""
     from tests.helpers.nginx import free_port
 
     port = free_port()
@@ -69,7 +83,7 @@ def tftproxy_serve(root: Path, env: dict[str, str] | None = None) -> Iterator[st
                 time.sleep(0.05)
         else:
             raise SystemExit("tftproxy serve did not start listening")
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)

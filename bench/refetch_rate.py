@@ -83,7 +83,8 @@ def main() -> int:
             urls.append(nginx.url(f"f{i}/vmlinuz"))
         curl_dir = work / "curl"
         curl_dir.mkdir()
-        with tftproxy_serve(work / "root") as base:
+        with tftproxy_serve(work / "root") as server:
+            base = server.url
             # Warm both: every file published once, so every later request is up to date.
             asyncio.run(_publish_all(base, urls))
             _curl(curl_dir, urls, len(urls), 4)
