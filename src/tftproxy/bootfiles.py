@@ -272,8 +272,10 @@ class BootFiles:
         job.finish(result)
         self._retire(job)
         if result.ok:
-            log.info("%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name, job.url,
-                     result.size, result.sha256)
+            # Up-to-date checks are most requests; the access log already shows them.
+            log.log(logging.DEBUG if result.status == "unchanged" else logging.INFO,
+                    "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name, job.url,
+                    result.size, result.sha256)
         else:
             log.warning("fetch of %s for %s failed: %s", job.url, job.name, result.message)
 

@@ -275,6 +275,7 @@ class BootStore:
         if create:
             self._create_layout()
         self.pins = Pins(self.pins_dir, pin_window)
+        self._json_cache: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self._real_root = os.path.realpath(self.root)
         self._real_private = os.path.join(self._real_root, STATE_DIRNAME, "private")
 
@@ -378,13 +379,30 @@ class BootStore:
 
     # ---------------------------------------------------------------- records
 
+    def _read_json(self, path: Path) -> dict[str, Any]:
+        """A record file, parsed; unchanged files (same inode, size, mtime) come from memory.
+
+        Every request reads its name's and set's records; records are replaced by rename, so
+        a new version always has a new inode and the check cannot miss a change.
+        """
+        st = os.stat(path)
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = self._json_cache.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        if len(self._json_cache) >= 4096:
+            self._json_cache.clear()
+        self._json_cache[path] = (key, data)
+        return data
+
     def _meta_path(self, name: str) -> Path:
         return self.meta_dir / f"{name_key(name)}.json"
 
     def record(self, name: str, *, with_checked: bool = True) -> Record | None:
         """The record of a name; ``with_checked`` merges the time of the last up-to-date check."""
         try:
-            data = json.loads(self._meta_path(name).read_text(encoding="utf-8"))
+            data = self._read_json(self._meta_path(name))
         except FileNotFoundError:
             return None
         rec = Record.from_json(data)
@@ -435,7 +453,7 @@ class BootStore:
 
     def set_record(self, set_id: str) -> SetRecord | None:
         try:
-            data = json.loads(self._set_path(set_id).read_text(encoding="utf-8"))
+            data = self._read_json(self._set_path(set_id))
         except FileNotFoundError:
             return None
         return SetRecord.from_json(data)
