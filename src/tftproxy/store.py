@@ -808,7 +808,9 @@ class BootStore:
         if rec is None or rec.set is None:
             return self._open_current(requested)
         pinned = self.pins.get(client, rec.set)
-        if pinned is not None and pinned != rec.generation:
+        # A pinned client reads its generation's content, also while the name is hidden for
+        # a set change (its generation is then still the current one).
+        if pinned is not None:
             srec = self.set_record(rec.set)
             gen = srec.generation(pinned) if srec else None
             sha = gen.members.get(name) if gen else None

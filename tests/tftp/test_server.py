@@ -264,6 +264,8 @@ def test_worker_processes(store: BootStore, tree: dict[str, bytes], tmp_path: Pa
         assert all(p.wait(60) == 0 for p in procs)
         for i in range(12):
             assert (tmp_path / f"out{i}").read_bytes() == tree["pxelinux.0"]
+        # curl exits on sending its last ACK; the worker counts the transfer once it reads it.
+        assert wait_for(lambda: handle.counters()["complete"] == 12)
         counters = handle.counters()
         assert counters["transfers"] == 12 and counters["complete"] == 12
         assert counters["bytes_sent"] == 12 * len(tree["pxelinux.0"])
