@@ -26,14 +26,17 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from tftproxy.pins import Pins
 
 STATE_DIRNAME = ".tftproxy"
+
+T = TypeVar("T")
 
 RecordState = Literal["published", "refreshing", "switching"]
 
@@ -178,6 +181,17 @@ def url_basename(url: str) -> str:
     """The file name smart-proxy takes from a URL: the last segment of its path."""
     path = urlsplit(url).path
     return path.rsplit("/", 1)[-1]
+
+
+def _load_all(directory: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
+    """Every readable record of a directory; one that does not parse is skipped, not fatal."""
+    out = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            out.append(parse(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -435,13 +449,7 @@ class BootStore:
             os.close(fd)
 
     def records(self) -> list[Record]:
-        out = []
-        for path in sorted(self.meta_dir.glob("*.json")):
-            try:
-                out.append(Record.from_json(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return sorted(out, key=lambda r: r.name)
+        return sorted(_load_all(self.meta_dir, Record.from_json), key=lambda r: r.name)
 
     def _write_record(self, rec: Record) -> None:
         _write_json(self._meta_path(rec.name), rec.to_json())
@@ -459,13 +467,7 @@ class BootStore:
         return SetRecord.from_json(data)
 
     def set_records(self) -> list[SetRecord]:
-        out = []
-        for path in sorted(self.sets_dir.glob("*.json")) if self.sets_dir.is_dir() else []:
-            try:
-                out.append(SetRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return sorted(out, key=lambda s: s.name)
+        return sorted(_load_all(self.sets_dir, SetRecord.from_json), key=lambda s: s.name)
 
     def write_set_record(self, srec: SetRecord) -> None:
         _write_json(self._set_path(srec.name), srec.to_json())
