@@ -66,3 +66,10 @@ def test_help_names_every_command() -> None:
         assert command in out
     assert "--tftp-listen" in tftproxy("serve", "--help").stdout
     assert "--dry-run" in tftproxy("gc", "--help").stdout
+
+
+def test_serve_on_a_busy_address_says_so(nginx: Nginx, root: Path) -> None:
+    done = tftproxy("serve", "--root", str(root), "--listen", f"127.0.0.1:{nginx.port}")
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("address already in use")
+    assert "Traceback" not in done.stderr

@@ -294,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"tftproxy: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # An address in use, a root that cannot be created: say which, without a traceback.
+        if args.verbose:
+            raise
+        print(f"tftproxy: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return rc
