@@ -157,9 +157,9 @@ def test_recovery_of_each_interrupted_step(root: Path) -> None:
     # Crash after the new content was stored and recorded, before the link switched.
     from dataclasses import replace
 
-    rec = store.record("boot/n")
-    assert rec is not None
-    store._write_record(replace(rec, state="switching", candidate=v2, previous=v1))
+    srec = store.set_record("boot/n")
+    assert srec is not None
+    store.write_set_record(replace(srec, state="switching", candidate={"boot/n": v2}))
     report = store.recover()
     assert report.completed == ["boot/n"]
     assert (root / "boot/n").read_bytes() == V2

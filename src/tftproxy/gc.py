@@ -69,7 +69,7 @@ def _referenced(store: BootStore, grace: float, now: float, dry_run: bool,
     """What must be kept; with a report, also trims old generations from set records."""
     keep: set[str] = set()
     for rec in store.records():
-        for v in (rec.current, rec.previous, rec.candidate):
+        for v in (rec.current, rec.previous):
             if v is not None:
                 keep.add(v.sha256)
     pinned = store.pins.active(now)

@@ -38,7 +38,7 @@ STATE_DIRNAME = ".tftproxy"
 
 T = TypeVar("T")
 
-RecordState = Literal["published", "refreshing", "switching"]
+RecordState = Literal["published", "refreshing"]
 
 
 class PathRefused(ValueError):
@@ -75,8 +75,6 @@ class Record:
     checked_at: float = 0.0
     # While refreshing: the version to put back if the fetch fails or the process dies.
     previous: Version | None = None
-    # While switching: the complete, verified version about to be (or just) linked.
-    candidate: Version | None = None
     hidden: bool = False
     # The boot set (the request's prefix) and the generation of it this version belongs to.
     set: str | None = None
@@ -96,7 +94,6 @@ class Record:
             state=data.get("state", "published"),
             checked_at=float(data.get("checked_at", 0.0)),
             previous=version(data.get("previous")),
-            candidate=version(data.get("candidate")),
             hidden=bool(data.get("hidden", False)),
             set=data.get("set"),
             generation=int(data.get("generation", 0)),
@@ -509,7 +506,7 @@ class BootStore:
                 self._link(name, version.sha256)
             rec = self.record(name, with_checked=False) or Record(name=name, current=None)
             self._write_record(replace(
-                rec, state="published", current=version, previous=None, candidate=None,
+                rec, state="published", current=version, previous=None,
                 hidden=False, set=srec.name, generation=number,
                 checked_at=max(rec.checked_at, version.fetched_at)))
         gens = [g if g.retired_at is not None or g.number != srec.current
@@ -592,7 +589,7 @@ class BootStore:
         The record is written first, so a crash while hidden puts the previous version back.
         """
         rec = self.record(name) or Record(name=name, current=None)
-        rec = replace(rec, state="refreshing", previous=rec.current, candidate=None, hidden=hide)
+        rec = replace(rec, state="refreshing", previous=rec.current, hidden=hide)
         self._write_record(rec)
         if hide:
             self._unlink_name(name)
@@ -607,7 +604,7 @@ class BootStore:
         if prev is not None and self.object_path(prev.sha256).exists():
             if self.linked_sha256(name) != prev.sha256:
                 self._link(name, prev.sha256)
-            rec = replace(rec, state="published", current=prev, previous=None, candidate=None,
+            rec = replace(rec, state="published", current=prev, previous=None,
                           hidden=False)
             self._write_record(rec)
             return rec
@@ -652,7 +649,7 @@ class BootStore:
         restore = rec.state != "published" or self.linked_sha256(name) != current.sha256
         if restore:
             self._link(name, current.sha256)
-        rec = replace(rec, state="published", current=current, previous=None, candidate=None,
+        rec = replace(rec, state="published", current=current, previous=None,
                       checked_at=checked_at, hidden=False)
         self._write_record(rec)
         return rec
@@ -728,12 +725,9 @@ class BootStore:
         return report
 
     def _recover_record(self, rec: Record, report: RecoveryReport) -> None:
-        cand = rec.candidate
-        if rec.state == "switching" and cand and self.object_path(cand.sha256).exists():
-            self.commit(rec.name, cand)
-            report.completed.append(rec.name)
-            return
-        if rec.state in ("refreshing", "switching"):
+        # A half-done switch is the set's (finished by the caller); a record can only be
+        # left refreshing: its previous version comes back.
+        if rec.state == "refreshing":
             restored = self.abort_refresh(rec.name)
             if restored is None:
                 report.dropped.append(rec.name)
