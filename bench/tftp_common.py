@@ -11,6 +11,7 @@ transfer, an underestimate in its favour).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import shutil
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,3 +215,23 @@ def make_file(path: Path, size: int) -> None:
             chunk = os.urandom(min(left, 1 << 20))
             f.write(chunk)
             left -= len(chunk)
+
+
+def bench_tree(work: Path, name: str, size: int) -> tuple[Path, str]:
+    """A TFTP root under ``work`` holding ``name``, ``size`` random bytes; (root, sha256)."""
+    root = work / "root"
+    root.mkdir(exist_ok=True)
+    make_file(root / name, size)
+    digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
+    return root, digest
+
+
+def check_bytes(peers: list[Peer], fetch_to: Callable[[Peer, str], object], digest: str,
+                work: Path) -> None:
+    """Every server's bytes first: the speed of a wrong answer is worth nothing."""
+    check = work / "check"
+    for peer in peers:
+        fetch_to(peer, str(check))
+        if hashlib.sha256(check.read_bytes()).hexdigest() != digest:
+            raise SystemExit(f"{peer.name} sent different bytes")
+        check.unlink()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
 from bench.common import median, timed
-from bench.tftp_common import Peer, dnsmasq, in_tftpd, make_file, need, ours
+from bench.tftp_common import Peer, bench_tree, check_bytes, dnsmasq, in_tftpd, need, ours
 
 FETCH_TIMEOUT = 600
 
@@ -40,20 +39,12 @@ def main() -> int:
     curl = need("curl")
     work = Path(tempfile.mkdtemp(prefix="tftproxy-bench-tftp-", dir="/var/tmp"))
     try:
-        root = work / "root"
-        root.mkdir()
         size = args.size_mb * 1_000_000
-        make_file(root / "big.bin", size)
-        digest = hashlib.sha256((root / "big.bin").read_bytes()).hexdigest()
+        root, digest = bench_tree(work, "big.bin", size)
         with contextlib.ExitStack() as stack:
             peers = [stack.enter_context(ours(root)), stack.enter_context(in_tftpd(root)),
                      stack.enter_context(dnsmasq(root))]
-            for peer in peers:  # the bytes first: speed of a wrong answer is worth nothing
-                check = work / "check"
-                fetch(curl, peer, "big.bin", 1468, str(check))
-                if hashlib.sha256(check.read_bytes()).hexdigest() != digest:
-                    raise SystemExit(f"{peer.name} sent different bytes")
-                check.unlink()
+            check_bytes(peers, lambda p, out: fetch(curl, p, "big.bin", 1468, out), digest, work)
             speeds: dict[tuple[str, int], list[float]] = {}
             for blksize in args.blksize:
                 for r in range(args.runs):

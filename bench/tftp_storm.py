@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import median
-from bench.tftp_common import Peer, Sampler, in_tftpd, make_file, need, ours
+from bench.tftp_common import Peer, Sampler, bench_tree, in_tftpd, need, ours
 
 STORM_TIMEOUT = 900.0
 
@@ -82,11 +82,8 @@ def main() -> int:
     # Downloads land in RAM, so the clients' disk writes do not slow whichever server is on.
     out = Path(tempfile.mkdtemp(prefix="tftproxy-storm-", dir="/dev/shm"))
     try:
-        root = work / "root"
-        root.mkdir()
         size = args.size_mb * 1_000_000
-        make_file(root / "boot.img", size)
-        digest = hashlib.sha256((root / "boot.img").read_bytes()).hexdigest()
+        root, digest = bench_tree(work, "boot.img", size)
         servers: list[tuple[str, Callable[[], contextlib.AbstractContextManager[Peer]]]] = [
             ("tftproxy", lambda: ours(root, args.workers)),
             ("in.tftpd", lambda: in_tftpd(root)),

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
 from bench.common import median, timed
-from bench.tftp_common import Peer, atftpd, make_file, need, ours
+from bench.tftp_common import Peer, atftpd, bench_tree, check_bytes, need, ours
 
 FETCH_TIMEOUT = 600
 
@@ -41,19 +40,12 @@ def main() -> int:
     atftp = need("atftp")
     work = Path(tempfile.mkdtemp(prefix="tftproxy-bench-tftp-", dir="/var/tmp"))
     try:
-        root = work / "root"
-        root.mkdir()
         size = args.size_mb * 1_000_000
-        make_file(root / "big.bin", size)
-        digest = hashlib.sha256((root / "big.bin").read_bytes()).hexdigest()
+        root, digest = bench_tree(work, "big.bin", size)
         with contextlib.ExitStack() as stack:
             peers = [stack.enter_context(ours(root)), stack.enter_context(atftpd(root))]
-            for peer in peers:
-                check = work / "check"
-                fetch(atftp, peer, "big.bin", args.windowsize[0], args.blksize[0], str(check))
-                if hashlib.sha256(check.read_bytes()).hexdigest() != digest:
-                    raise SystemExit(f"{peer.name} sent different bytes")
-                check.unlink()
+            check_bytes(peers, lambda p, out: fetch(atftp, p, "big.bin", args.windowsize[0],
+                                                    args.blksize[0], out), digest, work)
             speeds: dict[tuple[str, int, int], list[float]] = {}
             for blksize in args.blksize:
                 for windowsize in args.windowsize:
