@@ -20,8 +20,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tftproxy.config import load_settings, parse_hostport
+from tftproxy._addr import parse_hostport
 from tftproxy.service import run_server
+from tftproxy.settings.sources import load_settings
 
 HERE = Path(__file__).resolve().parent.parent
 DEMO = HERE / ".cache" / "demo"

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.api.certs import Pki, make_pki
 from tests.helpers.api import RunningApi, start_api
 from tests.helpers.nginx import Nginx
 from tests.helpers.pki import make_server_pki
 from tests.helpers.upstream import Upstream
-from tftproxy.config import Settings
+from tests.tftp.clients import publish
+from tftproxy.settings.model import Settings
+from tftproxy.store import BootStore
 
 
 @pytest.fixture
@@ -73,3 +77,38 @@ async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[
     yield start
     for running in started:
         await running.close()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BootStore:
+    return BootStore(tmp_path / "tftpboot")
+
+
+@pytest.fixture
+def tree(store: BootStore, tmp_path: Path) -> dict[str, bytes]:
+    """Published names (store links), plain files, and the traps the path rules must refuse."""
+    files = {
+        "pxelinux.0": os.urandom(26_828),
+        "boot/grub/grubx64.efi": os.urandom(1_468 * 700),  # a whole number of 1468-byte blocks
+        "images/vmlinuz": os.urandom(3_000_001),
+        "empty.cfg": b"",
+        "pxelinux.cfg/default": b"DEFAULT linux\nLABEL linux\n  KERNEL vmlinuz\n",
+    }
+    for name, data in files.items():
+        publish(store, name, data)
+    root = store.root
+    # A file the store did not publish is served as well: the tree is the tree.
+    (root / "plain.txt").write_bytes(b"plain\r\nfile\n")
+    files["plain.txt"] = b"plain\r\nfile\n"
+    os.symlink("images/vmlinuz", root / "kernel-link")  # inside the root: followed
+    files["kernel-link"] = files["images/vmlinuz"]
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"outside the root")
+    os.symlink(secret, root / "escape")  # outside the root: refused
+    os.symlink("../../secret", root / "boot" / "escape2")
+    return files

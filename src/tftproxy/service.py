@@ -9,12 +9,12 @@ import signal
 
 from aiohttp import web
 
-from tftproxy.api import create_app
+from tftproxy import assemble
+from tftproxy.api.app import create_app
 from tftproxy.api.listeners import api_listeners
-from tftproxy.bootfiles import BootFiles
-from tftproxy.config import Settings
-from tftproxy.gc import collect
-from tftproxy.tftp.server import TftpHandle, start_tftp
+from tftproxy.jobs.bootfiles import BootFiles
+from tftproxy.settings.model import Settings
+from tftproxy.tftp.workers import TftpHandle
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
     while True:
         await asyncio.sleep(settings.gc_interval)
         try:
-            await asyncio.to_thread(collect, files.store, settings.gc_grace)
+            await files.store.collect(settings.gc_grace)
         except OSError as exc:
             log.warning("periodic clean-up failed: %s", exc)
 
@@ -32,9 +32,10 @@ async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
 async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> int:
     """Serve until SIGINT/SIGTERM; staging leftovers of a previous crash are cleaned first."""
     listeners = api_listeners(settings)  # first: unusable TLS files stop us before any work
-    files = BootFiles(settings)
-    files.recover()
-    app = create_app(settings, files)
+    tree = await asyncio.to_thread(assemble.store, settings)
+    files = assemble.boot_files(settings, tree)
+    await files.recover()
+    app = create_app(settings, files, files.store)
     runner = web.AppRunner(app, access_log=log, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()
@@ -46,8 +47,9 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
     cleaner: asyncio.Task[None] | None = None
     try:
         if settings.tftp_listen:
-            # Worker processes of their own: the API's event loop never delays a block.
-            tftp = start_tftp(settings, files.store)
+            # Worker processes of their own: the API's event loop never delays a block. Started
+            # before anything is served, so binding and spawning here blocks no request.
+            tftp = assemble.start_tftp(settings, tree.serving)
             for host, port in tftp.addresses:
                 log.info("TFTP on %s:%d, %d worker(s)", host, port, settings.tftp_workers)
         for lst in listeners:

@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.api.certs import Pki, make_pki
-from tftproxy.api import create_app
+from tftproxy import assemble
+from tftproxy.api.app import create_app
 from tftproxy.api.listeners import api_listeners
-from tftproxy.bootfiles import BootFiles
-from tftproxy.config import Settings
+from tftproxy.jobs.bootfiles import BootFiles
+from tftproxy.settings.model import Settings
 
 
 @dataclass
@@ -61,11 +61,6 @@ class ServedProxy:
         await self.files.close()
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
 async def proxy(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
     """``await proxy(**settings)`` serves the API on every configured listener (port 0)."""
@@ -75,8 +70,8 @@ async def proxy(make_settings: Callable[..., Settings]) -> AsyncIterator[Callabl
         values = {"listen": "127.0.0.1:0", "https_listen": "127.0.0.1:0", **overrides}
         settings = make_settings(**values)
         listeners = api_listeners(settings)
-        files = BootFiles(settings)
-        runner = web.AppRunner(create_app(settings, files))
+        files = assemble.boot_files(settings)
+        runner = web.AppRunner(create_app(settings, files, files.store))
         await runner.setup()
         served = ServedProxy(settings, runner, files,
                              aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)))

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 
 from tests.api.conftest import ServedProxy, curl
-from tftproxy.api.errors import plain_text_errors
+from tftproxy.api.responses import plain_text_errors
 
 MAC = "aa:bb:cc:dd:ee:ff"
 CREATE = "TFTP: Failed to create pxe config file: "

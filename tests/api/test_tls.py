@@ -11,7 +11,8 @@ import pytest
 from tests.api.certs import TRUSTED_CN, UNTRUSTED_CN, Pki
 from tests.api.conftest import ServedProxy, curl
 from tftproxy.api.listeners import server_ssl_context
-from tftproxy.config import Settings, SettingsError
+from tftproxy.errors import SettingsError
+from tftproxy.settings.model import Settings
 
 MAC = "aa:bb:cc:dd:ee:ff"
 

@@ -8,9 +8,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tftproxy.api import create_app
-from tftproxy.bootfiles import BootFiles
-from tftproxy.config import Settings
+from tftproxy import assemble
+from tftproxy.api.app import create_app
+from tftproxy.jobs.bootfiles import BootFiles
+from tftproxy.settings.model import Settings
 
 
 @dataclass
@@ -46,9 +47,9 @@ class RunningApi:
 
 
 async def start_api(settings: Settings) -> RunningApi:
-    files = BootFiles(settings)
-    files.recover()
-    runner = web.AppRunner(create_app(settings, files))
+    files = assemble.boot_files(settings)
+    await files.recover()
+    runner = web.AppRunner(create_app(settings, files, files.store))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

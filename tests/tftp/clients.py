@@ -34,12 +34,12 @@ def publish(store: BootStore, name: str, data: bytes) -> Version:
     """Publish ``data`` under ``name`` through the store's writer API, as the fetcher does."""
     sha = hashlib.sha256(data).hexdigest()
     with store.lock(name):
-        staging = store.new_staging(name)
+        staging = store.objects.new_staging(name)
         staging.write(data)
-        store.ingest(staging, sha)
+        store.objects.ingest(staging, sha)
         version = Version(sha256=sha, size=len(data), source=f"test:{name}",
                           final_url=f"test:{name}", fetched_at=time.time())
-        store.commit(name, version)
+        store.transactions.commit(name, version)
     return version
 
 
@@ -154,7 +154,7 @@ class RawClient:
 def running_server(store: BootStore, config: ServerConfig | None = None,
                    addresses: tuple[str, ...] = ("127.0.0.1:0",)) -> Iterator[TftpServer]:
     """Our server, one in-process worker on a thread."""
-    server = TftpServer.bind(store, addresses, config)
+    server = TftpServer.bind(store.serving, addresses, config)
     thread = threading.Thread(target=server.serve_forever, name="tftp-test", daemon=True)
     thread.start()
     try:

@@ -50,7 +50,7 @@ async def test_two_clients_each_boot_one_generation(api, upstream: Upstream, roo
             if upstream.requests_for("/os/initrd.img")[1:]:
                 break
             await asyncio.sleep(0.01)
-        assert store.is_refreshing("boot/c-vmlinuz"), "the set change should be under way"
+        assert store.serving.is_refreshing("boot/c-vmlinuz"), "the set change should be under way"
         # While the new generation is prepared: A gets the initrd of its own generation at
         # once; machine B (127.0.0.3) starts booting and is held until the switch.
         a_initrd = await asyncio.to_thread(tftp_get, port, "boot/c-initrd.img",

@@ -119,7 +119,7 @@ def test_log_line_and_counters(port: int, server: TftpServer, tree: dict[str, by
 def test_same_bytes_as_in_tftpd_chrooted(store: BootStore, tree: dict[str, bytes], port: int,
                                          tmp_path: Path) -> None:
     """in.tftpd -s over the same root gives the same bytes for every published name."""
-    names = [rec.name for rec in store.records()]
+    names = [rec.name for rec in store.records.records()]
     assert len(names) == 5
     with in_tftpd(store.root) as theirs:
         for name in names:

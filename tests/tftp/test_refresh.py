@@ -34,19 +34,19 @@ def refreshing(store: BootStore, name: str) -> Iterator[Callable[[bytes | None],
     to publish ``data`` (or ``finish(None)`` for a failed fetch that restores the old one)."""
     lock = store.lock(name)
     lock.acquire()
-    store.begin_refresh(name, hide=True)
+    store.transactions.begin_refresh(name, hide=True)
     done = False
 
     def finish(data: bytes | None) -> None:
         nonlocal done
         if data is None:
-            store.abort_refresh(name)
+            store.transactions.abort_refresh(name)
         else:
             sha = hashlib.sha256(data).hexdigest()
-            staging = store.new_staging(name)
+            staging = store.objects.new_staging(name)
             staging.write(data)
-            store.ingest(staging, sha)
-            store.commit(name, Version(sha256=sha, size=len(data), source="test",
+            store.objects.ingest(staging, sha)
+            store.transactions.commit(name, Version(sha256=sha, size=len(data), source="test",
                                        final_url="test", fetched_at=time.time()))
         done = True
 
@@ -54,7 +54,7 @@ def refreshing(store: BootStore, name: str) -> Iterator[Callable[[bytes | None],
         yield finish
     finally:
         if not done:
-            store.abort_refresh(name)
+            store.transactions.abort_refresh(name)
         lock.release()
 
 

@@ -20,11 +20,12 @@ from tests.tftp.clients import (
     wait_for,
     wait_ready,
 )
-from tftproxy.config import Settings
+from tftproxy.assemble import start_tftp
+from tftproxy.settings.model import Settings
 from tftproxy.store import BootStore
 from tftproxy.tftp.packets import Data, Error, OAck, build_ack, build_data, build_request
 from tftproxy.tftp.protocol import Policy
-from tftproxy.tftp.server import ServerConfig, TftpServer, start_tftp
+from tftproxy.tftp.server import ServerConfig, TftpServer
 
 
 def test_missing_file_is_error_1_at_once_from_a_new_port(port: int) -> None:
@@ -253,7 +254,7 @@ def test_ipv6_by_hand(store: BootStore, tree: dict[str, bytes]) -> None:
 def test_worker_processes(store: BootStore, tree: dict[str, bytes], tmp_path: Path) -> None:
     settings = Settings.model_validate(
         {"tftproot": store.root, "tftp_listen": ["127.0.0.1:0"], "tftp_workers": 2})
-    handle = start_tftp(settings, store)
+    handle = start_tftp(settings, store.serving)
     try:
         port = handle.addresses[0][1]
         assert len(handle.pids) == 2

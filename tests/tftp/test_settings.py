@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tftproxy.assemble import tftp_config
 from tftproxy.cli import build_parser
-from tftproxy.config import SettingsError, load_settings
-from tftproxy.tftp.server import ServerConfig, listen_address
+from tftproxy.errors import SettingsError
+from tftproxy.settings.sources import load_settings
+from tftproxy.tftp.udp import listen_address
 
 
 def test_tftp_settings_defaults_and_env() -> None:
@@ -16,7 +18,7 @@ def test_tftp_settings_defaults_and_env() -> None:
     settings = load_settings(environ={"TFTPROXY_TFTP_LISTEN": "127.0.0.1:6969,[::1]:6969",
                                       "TFTPROXY_TFTP_WORKERS": "2"})
     assert settings.tftp_listen == ["127.0.0.1:6969", "[::1]:6969"]
-    config = ServerConfig.from_settings(settings)
+    config = tftp_config(settings)
     assert config.refresh_hold == 10 and config.policy.max_blksize == 1468
 
 

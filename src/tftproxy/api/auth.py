@@ -27,19 +27,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from tftproxy.api.errors import text_response
-from tftproxy.config import Settings
-from tftproxy.pxeconfig import printable
+from tftproxy.api.responses import text_response
+from tftproxy.errors import Untrusted, printable
+from tftproxy.settings.model import Settings
 
 log = logging.getLogger(__name__)
 
 DNS_TIMEOUT = 5.0
 DNS_CACHE_SECONDS = 60.0
 _DNS_CACHE_SIZE = 1024
-
-
-class Denied(Exception):
-    """The caller may not use the route; the message is smart-proxy's 403 text."""
 
 
 def is_protected(path: str) -> bool:
@@ -83,23 +79,23 @@ class ReverseDns:
     """Forward-verified reverse DNS, with a short cache: Foreman sends bursts of requests."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, bool], tuple[float, str | Denied]] = {}
+        self._cache: dict[tuple[str, bool], tuple[float, str | Untrusted]] = {}
 
     async def name(self, ip: str, forward_verify: bool) -> str:
         key = (ip, forward_verify)
         hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
-            if isinstance(hit[1], Denied):
+            if isinstance(hit[1], Untrusted):
                 raise hit[1]
             return hit[1]
         try:
-            result: str | Denied = await self._lookup(ip, forward_verify)
-        except Denied as exc:
+            result: str | Untrusted = await self._lookup(ip, forward_verify)
+        except Untrusted as exc:
             result = exc
         if len(self._cache) >= _DNS_CACHE_SIZE:
             self._cache.clear()
         self._cache[key] = (time.monotonic() + DNS_CACHE_SECONDS, result)
-        if isinstance(result, Denied):
+        if isinstance(result, Untrusted):
             raise result
         return result
 
@@ -111,7 +107,7 @@ class ReverseDns:
             fqdn = (await asyncio.wait_for(
                 loop.run_in_executor(None, socket.gethostbyaddr, ip), DNS_TIMEOUT))[0]
         except (OSError, TimeoutError) as exc:
-            raise Denied(f"unable to resolve hostname for ip address {ip}: "
+            raise Untrusted(f"unable to resolve hostname for ip address {ip}: "
                          f"{_why(exc)}") from None
         if not forward_verify:
             return fqdn
@@ -119,10 +115,10 @@ class ReverseDns:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(fqdn, None, type=socket.SOCK_STREAM), DNS_TIMEOUT)
         except (OSError, TimeoutError) as exc:
-            raise Denied(f"could not forward verify the remote hostname - {fqdn} ({ip}): "
+            raise Untrusted(f"could not forward verify the remote hostname - {fqdn} ({ip}): "
                          f"{_why(exc)}") from None
         if ip not in {_plain_ip(str(info[4][0])) for info in infos}:
-            raise Denied(f"untrusted client has no matching forward DNS lookup - {fqdn} ({ip})")
+            raise Untrusted(f"untrusted client has no matching forward DNS lookup - {fqdn} ({ip})")
         return fqdn
 
 
@@ -144,22 +140,22 @@ class Authorizer:
         if tls is not None:
             cert = tls.getpeercert()
             if not cert:
-                raise Denied("No client SSL certificate supplied")
+                raise Untrusted("No client SSL certificate supplied")
         trusted = self.settings.trusted_hosts
         if trusted is None:
             return
         if tls is not None:
             cn = certificate_cn(tls.getpeercert() or {})
             if cn is None:
-                raise Denied("could not read CN from the client certificate")
+                raise Untrusted("could not read CN from the client certificate")
             name = cn.lower()
         else:
             ip = _plain_ip(request.remote or "")
             if not ip:
-                raise Denied("could not get remote address from environment")
+                raise Untrusted("could not get remote address from environment")
             name = (await self.dns.name(ip, self.settings.forward_verify)).lower()
         if name not in trusted:
-            raise Denied(f"Untrusted client {printable(name)} attempted to access "
+            raise Untrusted(f"Untrusted client {printable(name)} attempted to access "
                          f"{printable(request.path)}. Check :trusted_hosts: in settings.yml")
 
     @web.middleware
@@ -172,13 +168,8 @@ class Authorizer:
         if is_protected(path):
             try:
                 await self.check(request)
-            except Denied as exc:
+            except Untrusted as exc:
                 log.warning("403 for %s %s from %s: %s", request.method, path, request.remote,
                             exc)
                 return text_response(403, str(exc))
         return await handler(request)
-
-
-def setup(app: web.Application, settings: Settings) -> None:
-    """Guard the protected routes of ``app``; add it after the error middleware."""
-    app.middlewares.append(Authorizer(settings).middleware)

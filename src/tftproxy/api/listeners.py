@@ -13,7 +13,9 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
-from tftproxy.config import Settings, SettingsError, parse_listen
+from tftproxy._addr import format_hostport, parse_listen
+from tftproxy.errors import SettingsError
+from tftproxy.settings.model import Settings
 
 # Modern and forward-secret only; TLS 1.3 suites are not affected by this string.
 _CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
@@ -30,9 +32,7 @@ class Listener:
 
     @property
     def url(self) -> str:
-        host = self.host or "0.0.0.0"
-        host = f"[{host}]" if ":" in host else host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{format_hostport(self.host or '0.0.0.0', self.port)}"
 
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext:

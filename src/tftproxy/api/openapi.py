@@ -11,10 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from tftproxy import __version__
-from tftproxy.pxeconfig import Variant
+from tftproxy.pxe import COMPONENT_PATTERN, MAC_PATTERN, WITH_DEFAULT, Variant
 
 PATH = "/apidoc/openapi.json"
-
 
 
 def _any_case(names: list[str]) -> str:
@@ -24,10 +23,9 @@ def _any_case(names: list[str]) -> str:
     ) + ")$"
 
 
-_WITH_DEFAULT = [v.value for v in Variant if v not in (Variant.ZTP, Variant.POAP)]
-_HEX = "[0-9A-Fa-f]{1,2}"
-_MAC_RE = f"^(?:(?:{_HEX}:){{5}}{_HEX}|(?:{_HEX}:){{19}}{_HEX})$"
-_COMPONENT = "[A-Za-z0-9_+~-][A-Za-z0-9._+~-]{0,63}"
+_WITH_DEFAULT = [v.value for v in WITH_DEFAULT]
+_MAC_RE = f"^(?:{MAC_PATTERN})$"
+_COMPONENT = COMPONENT_PATTERN
 
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 _BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
@@ -391,13 +389,5 @@ def _httpboot(op_id: str, summary: str) -> dict[str, Any]:
     }
 
 
-routes = web.RouteTableDef()
-
-
-@routes.get(PATH)
 async def document(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
-
-
-def setup(app: web.Application) -> None:
-    app.add_routes(routes)

@@ -14,16 +14,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from tftproxy.pxeconfig import printable
-
-
-class ParamError(Exception):
-    """The parameters cannot be read; ``status`` and the message are the answer."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+from tftproxy.errors import BadParameters, BodyTooLarge, UnsupportedMediaType, printable
 
 
 def parse_urlencoded(data: bytes, where: str, charset: str = "utf-8") -> dict[str, str]:
@@ -39,12 +30,12 @@ def parse_urlencoded(data: bytes, where: str, charset: str = "utf-8") -> dict[st
         try:
             key = unquote_to_bytes(raw_key.replace(b"+", b" ")).decode(charset)
         except UnicodeDecodeError:
-            raise ParamError(400, f"a parameter name in the {where} is not valid "
+            raise BadParameters(f"a parameter name in the {where} is not valid "
                                   f"{charset}") from None
         try:
             params[key] = unquote_to_bytes(raw_val.replace(b"+", b" ")).decode(charset)
         except UnicodeDecodeError:
-            raise ParamError(400, f"parameter {printable(key)} in the {where} is not valid "
+            raise BadParameters(f"parameter {printable(key)} in the {where} is not valid "
                                   f"{charset}") from None
     return params
 
@@ -58,7 +49,7 @@ async def _body_params(request: web.Request) -> dict[str, str]:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ParamError(413, f"request body larger than {request.client_max_size} "
+        raise BodyTooLarge(f"request body larger than {request.client_max_size} "
                               f"bytes") from None
     if not body:
         return {}
@@ -66,9 +57,9 @@ async def _body_params(request: web.Request) -> dict[str, str]:
     try:
         text = body.decode(charset)
     except LookupError:
-        raise ParamError(415, f"unknown charset {printable(charset)}") from None
+        raise UnsupportedMediaType(f"unknown charset {printable(charset)}") from None
     except UnicodeDecodeError:
-        raise ParamError(400, f"request body is not valid {charset}") from None
+        raise BadParameters(f"request body is not valid {charset}") from None
     if ctype in ("application/x-www-form-urlencoded", "application/octet-stream", ""):
         # curl --data without a type, and clients that omit it, mean a form, as in Sinatra.
         return parse_urlencoded(body.strip(), "request body", charset)
@@ -76,16 +67,16 @@ async def _body_params(request: web.Request) -> dict[str, str]:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise ParamError(400, f"request body is not valid JSON: {exc}") from None
+            raise BadParameters(f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise ParamError(400, "a JSON request body must be an object")
+            raise BadParameters("a JSON request body must be an object")
         out: dict[str, str] = {}
         for key, val in data.items():
             if isinstance(val, bool) or not isinstance(val, str | int | float):
-                raise ParamError(400, f"parameter {printable(key)} must be a string")
+                raise BadParameters(f"parameter {printable(key)} must be a string")
             out[key] = str(val)
         return out
-    raise ParamError(415, f"unsupported Content-Type {printable(ctype)}: send "
+    raise UnsupportedMediaType(f"unsupported Content-Type {printable(ctype)}: send "
                           f"application/x-www-form-urlencoded")
 
 
@@ -93,15 +84,15 @@ async def _multipart(request: web.Request) -> dict[str, str]:
     try:
         form = await request.post()
     except web.HTTPRequestEntityTooLarge:
-        raise ParamError(413, f"request body larger than {request.client_max_size} "
+        raise BodyTooLarge(f"request body larger than {request.client_max_size} "
                               f"bytes") from None
     except (ValueError, HttpProcessingError) as exc:
         # aiohttp's messages may quote the offending bytes: keep them printable.
-        raise ParamError(400, f"unreadable multipart body: {printable(str(exc), 200)}") from None
+        raise BadParameters(f"unreadable multipart body: {printable(str(exc), 200)}") from None
     out: dict[str, str] = {}
     for key, val in form.items():
         if not isinstance(val, str):
-            raise ParamError(400, f"parameter {printable(key)} must be a text field, not a file")
+            raise BadParameters(f"parameter {printable(key)} must be a text field, not a file")
         out[key] = val
     return out
 

@@ -7,10 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from tftproxy import __version__
-from tftproxy.config import FeatureMode, Settings
-
-routes = web.RouteTableDef()
-_SETTINGS: web.AppKey[Settings] = web.AppKey("proxy_settings", Settings)
+from tftproxy.api.context import context
+from tftproxy.settings.model import FeatureMode, Settings
 
 
 def enabled_modules(settings: Settings) -> list[str]:
@@ -32,22 +30,14 @@ def v2_features(settings: Settings) -> dict[str, Any]:
     }
 
 
-@routes.get("/features")
 async def features(request: web.Request) -> web.Response:
-    return web.json_response(enabled_modules(request.app[_SETTINGS]))
+    return web.json_response(enabled_modules(context(request).settings))
 
 
-@routes.get("/version")
 async def version(request: web.Request) -> web.Response:
-    modules = {name: __version__ for name in enabled_modules(request.app[_SETTINGS])}
+    modules = {name: __version__ for name in enabled_modules(context(request).settings)}
     return web.json_response({"version": __version__, "modules": modules})
 
 
-@routes.get("/v2/features")
 async def features_v2(request: web.Request) -> web.Response:
-    return web.json_response(v2_features(request.app[_SETTINGS]))
-
-
-def setup(app: web.Application, settings: Settings) -> None:
-    app[_SETTINGS] = settings
-    app.add_routes(routes)
+    return web.json_response(v2_features(context(request).settings))

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
+# Re-exported: the parser's one exception belongs with it for callers.
+from tftproxy.errors import PacketError as PacketError
+
 RRQ: Final = 1
 WRQ: Final = 2
 DATA: Final = 3
@@ -44,10 +47,6 @@ class ErrorCode(IntEnum):
     FILE_EXISTS = 6
     NO_SUCH_USER = 7
     OPTION_REFUSED = 8  # RFC 2347: the client refuses the OACK (EDK2 ends its size probe so)
-
-
-class PacketError(ValueError):
-    """The datagram is not a well-formed TFTP packet."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,87 @@
+"""The command line's grammar: ``tftproxy serve | tftpd | fetch | status | gc | config``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tftproxy import __version__
+from tftproxy.cli import commands
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings-dir", type=Path, metavar="DIR",
+                   help="a smart-proxy settings directory (settings.yml, settings.d/tftp.yml), "
+                   "e.g. /etc/foreman-proxy")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="tftproxy's YAML settings file (wins over --settings-dir)")
+    p.add_argument("--root", type=Path, metavar="DIR",
+                   help="the TFTP root (smart-proxy's tftproot; default /var/lib/tftpboot)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tftproxy",
+        description="Transactional boot files for PXE: a drop-in for smart-proxy's TFTP module.",
+    )
+    parser.add_argument("--version", action="version", version=f"tftproxy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP API (and the TFTP server if configured)",
+                       description="Run the smart-proxy compatible HTTP API.")
+    _add_common(p)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address of the HTTP API (default 127.0.0.1:8000)")
+    p.add_argument("--tftp-listen", action="append", metavar="HOST:PORT",
+                   help="also serve TFTP on this address ([ADDR]:PORT for IPv6); repeatable; "
+                   "default: the tftp_listen setting, empty (no TFTP server)")
+    p.set_defaults(func=commands.cmd_serve)
+
+    p = sub.add_parser("tftpd", help="run the TFTP server alone",
+                       description="Serve the TFTP root over TFTP (RFC 1350 reads with blksize, "
+                       "tsize, timeout and windowsize) until SIGINT or SIGTERM.")
+    _add_common(p)
+    p.add_argument("--listen", action="append", metavar="HOST:PORT",
+                   help="address to serve TFTP on ([ADDR]:PORT for IPv6, port 69 if "
+                   "omitted); repeatable; default: the tftp_listen setting")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes sharing each address (default: tftp_workers, 1)")
+    p.set_defaults(func=commands.cmd_tftpd)
+
+    p = sub.add_parser("fetch", help="fetch one boot file transactionally, from a shell",
+                       description="Fetch URL and publish it as PREFIX-basename (or "
+                       "PREFIX/basename when PREFIX ends in /), exactly as "
+                       "POST /tftp/fetch_boot_file does. Exits non-zero on failure.")
+    _add_common(p)
+    p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
+    p.add_argument("url", metavar="URL", help="source URL (http or https)")
+    p.set_defaults(func=commands.cmd_fetch)
+
+    p = sub.add_parser("status", help="list published boot files and their sources",
+                       description="Every published boot file with its source URL, size, sha256, "
+                       "validators, and when it was fetched and last checked.")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_status)
+
+    p = sub.add_parser("gc", help="delete old generations and content nothing uses",
+                       description="Delete retired boot-set generations and stored content that "
+                       "no published name, kept generation or pinned client uses and that has "
+                       "been unused for the grace period; report what was (or would be) freed.")
+    _add_common(p)
+    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    p.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="keep what became unused less than this long ago (default: gc_grace)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_gc)
+
+    p = sub.add_parser("config", help="print the effective settings and where each came from",
+                       description="Print every setting's effective value as tftproxy YAML, each "
+                       "with a comment naming its source (default, a file and key, an "
+                       "environment variable, the command line). Exits 2 on a bad setting.")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_config)
+
+    return parser

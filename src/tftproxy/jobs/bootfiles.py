@@ -1,0 +1,118 @@
+"""Boot-file requests: what a fetch means for the store, shared by the API and the CLI.
+
+:meth:`BootFiles.request` checks the request, then joins the running job of its name or
+starts one; each job runs one :class:`~tftproxy.jobs.transaction.SetTransaction`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from tftproxy.errors import InputError
+from tftproxy.fetch.http import Fetcher
+from tftproxy.fetch.schemes import check_scheme
+from tftproxy.jobs.check import Checker
+from tftproxy.jobs.locking import LockCache
+from tftproxy.jobs.options import JobOptions
+from tftproxy.jobs.registry import Job, JobRegistry, ProgressFn
+from tftproxy.jobs.results import FetchResult
+from tftproxy.jobs.transaction import SetTransaction
+from tftproxy.store.aio import AsyncStore
+from tftproxy.store.recovery import RecoveryReport
+
+log = logging.getLogger(__name__)
+
+
+class BootFiles:
+    """The boot-file service of one process: its store, fetcher and running jobs.
+
+    It owns all three: :meth:`close` ends the jobs and closes the fetcher and the store.
+    """
+
+    def __init__(self, store: AsyncStore, fetcher: Fetcher, options: JobOptions) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.options = options
+        self.registry = JobRegistry(options.job_retention)
+        self._locks = LockCache(store)
+        self._checker = Checker(store, fetcher, options)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def recover(self) -> RecoveryReport:
+        report = await self.store.recover()
+        if report.changed:
+            log.info(
+                "recovered after an interrupted run: %d staging file(s) removed, restored %s, "
+                "completed %s, relinked %s, dropped %s",
+                report.staging_removed, report.restored, report.completed, report.relinked,
+                report.dropped,
+            )
+        return report
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.fetcher.close()
+        self._locks.close()
+        await self.store.close()
+
+    def job(self, job_id: str) -> Job | None:
+        return self.registry.get(job_id)
+
+    async def request(self, prefix: str, url: str, progress: ProgressFn | None = None) -> Job:
+        """Start (or join) the fetch of ``url`` to ``prefix``; raises InputError for bad input."""
+        if not prefix or not url:
+            raise InputError("both 'prefix' and 'path' are required")
+        scheme = check_scheme(url)
+        name, set_id = await self.store.target(prefix, url)
+        registry = self.registry
+        if scheme == "nfs":
+            # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
+            job = registry.new(name, url, set_id)
+            job.finish(FetchResult(status="ignored", name=name, source=url,
+                                   message="nfs sources are not fetched"))
+            registry.retire(job)
+            return job
+        # No await from here on: a request that arrives meanwhile joins what starts here.
+        running = registry.joinable(name, url)
+        if running is not None:
+            if progress is not None:
+                running.listeners.append(progress)
+            return running
+        job = registry.new(name, url, set_id)
+        if progress is not None:
+            job.listeners.append(progress)
+        registry.start(job)
+        task = asyncio.get_running_loop().create_task(self._run(job), name=f"fetch {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _run(self, job: Job) -> None:
+        transaction = SetTransaction(job, store=self.store, checker=self._checker,
+                                     registry=self.registry, locks=self._locks,
+                                     options=self.options, manifests=self.fetcher)
+        try:
+            result = await transaction.run()
+        except asyncio.CancelledError:
+            job.finish(FetchResult(status="failed", name=job.name, source=job.url,
+                                   message="cancelled: tftproxy is shutting down"))
+            raise
+        except Exception as exc:  # a bug must still answer the waiting callers
+            log.exception("fetch of %s failed unexpectedly", job.url)
+            result = FetchResult(status="failed", name=job.name, source=job.url,
+                                 message=f"internal error: {exc!r}")
+        job.finish(result)
+        self.registry.retire(job)
+        if result.ok:
+            # Up-to-date checks are most requests; the access log already shows them.
+            log.log(logging.DEBUG if result.status == "unchanged" else logging.INFO,
+                    "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name, job.url,
+                    result.size, result.sha256)
+        else:
+            log.warning("fetch of %s for %s failed: %s", job.url, job.name, result.message)

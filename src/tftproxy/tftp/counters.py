@@ -1,0 +1,71 @@
+"""Per-worker TFTP counters in shared memory, summed by the parent without locks."""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from typing import Final
+
+COUNTER_NAMES: Final = (
+    "requests",            # datagrams read on the listening sockets
+    "transfers",           # transfers started
+    "complete",
+    "probes",              # UEFI size probes (ERROR 8 after OACK)
+    "client_errors",
+    "timeouts",
+    "server_errors",
+    "client_gone",
+    "superseded",
+    "shutdown",
+    "not_found",
+    "denied",
+    "write_refused",
+    "bad_requests",
+    "duplicate_requests",
+    "held",                # requests held while their name was refreshing
+    "busy",                # requests dropped at tftp_max_transfers
+    "bytes_sent",          # payload bytes acknowledged by clients
+    "packets_sent",
+    "retransmits",
+    "ignored_packets",     # duplicate/stale ACKs and stray datagrams on transfer sockets
+    "active",              # gauge: transfers in progress
+)
+_INDEX: Final = {name: i for i, name in enumerate(COUNTER_NAMES)}
+_U64 = struct.Struct("=Q")
+
+
+class Counters:
+    """Per-worker counters in a buffer the parent can read while workers write.
+
+    Each worker owns one slot of 8-byte cells, so writers never share a cell and a reader
+    sums slots without locks.
+    """
+
+    SLOT_BYTES: Final = len(COUNTER_NAMES) * 8
+
+    def __init__(self, buf: mmap.mmap | bytearray, slot: int = 0) -> None:
+        self._buf = buf
+        self._base = slot * self.SLOT_BYTES
+
+    @classmethod
+    def local(cls) -> Counters:
+        return cls(bytearray(cls.SLOT_BYTES))
+
+    def add(self, name: str, n: int = 1) -> None:
+        offset = self._base + _INDEX[name] * 8
+        _U64.pack_into(self._buf, offset, _U64.unpack_from(self._buf, offset)[0] + n)
+
+    def set(self, name: str, value: int) -> None:
+        _U64.pack_into(self._buf, self._base + _INDEX[name] * 8, value)
+
+    def snapshot(self) -> dict[str, int]:
+        return read_counters(self._buf, 1, self._base)
+
+
+def read_counters(buf: mmap.mmap | bytearray, slots: int, base: int = 0) -> dict[str, int]:
+    totals = dict.fromkeys(COUNTER_NAMES, 0)
+    for slot in range(slots):
+        start = base + slot * Counters.SLOT_BYTES
+        for i, name in enumerate(COUNTER_NAMES):
+            totals[name] += _U64.unpack_from(buf, start + i * 8)[0]
+    return totals

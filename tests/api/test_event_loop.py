@@ -1,0 +1,93 @@
+"""No file-system work on the API's event loop: every store call goes through its threads.
+
+A slow disk must delay the request that needs it, never every other request. An audit hook
+(PEP 578) records the file-system events Python raises (open, listdir, scandir, rename,
+remove, mkdir, symlink, chmod...) on the event loop's thread while the API answers real
+requests over a socket: fetches (new, changed, up to date), status, prune, job status, PXE
+configs written, read and deleted, HTTP boot.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tests.helpers.nginx import Nginx
+
+WATCHED = frozenset({
+    "open", "os.listdir", "os.scandir", "os.rename", "os.remove", "os.rmdir", "os.mkdir",
+    "os.symlink", "os.link", "os.chmod", "os.chown", "os.truncate", "os.utime",
+    "shutil.rmtree", "shutil.copyfile", "glob.glob",
+})
+_watch: dict[str, Any] = {"thread": None, "events": []}
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if event in WATCHED and _watch["thread"] == threading.get_ident():
+        _watch["events"].append(f"{event} {args[0] if args else ''}")
+
+
+# An audit hook cannot be removed; it records nothing outside `on_this_thread`.
+sys.addaudithook(_hook)
+
+
+@contextmanager
+def on_this_thread() -> Iterator[list[str]]:
+    _watch["events"] = []
+    _watch["thread"] = threading.get_ident()
+    try:
+        yield _watch["events"]
+    finally:
+        _watch["thread"] = None
+
+
+MAC = "52:54:00:aa:bb:cc"
+
+
+async def test_the_api_does_no_file_work_on_its_event_loop(api, nginx: Nginx) -> None:
+    proxy = await api(gc_grace=0)
+    nginx.put("os/images/pxeboot/vmlinuz", b"kernel 1" * 1000)
+    nginx.put("os/images/pxeboot/initrd.img", b"initrd 1" * 1000)
+    url = nginx.url("os/images/pxeboot/vmlinuz")
+    s = proxy.session
+
+    async def call(method: str, path: str, **kwargs: Any) -> int:
+        async with s.request(method, proxy.base + path, **kwargs) as resp:
+            await resp.read()
+            return resp.status
+
+    # The client's own first connection is made before watching.
+    assert await call("GET", "/features") == 200
+    with on_this_thread() as events:
+        assert (await proxy.fetch_boot_file("boot/c", url))[0] == 200
+        assert (await proxy.fetch_boot_file("boot/c", nginx.url(
+            "os/images/pxeboot/initrd.img")))[0] == 200
+        assert (await proxy.fetch_boot_file("boot/c", url))[0] == 200  # up to date
+    nginx.put("os/images/pxeboot/vmlinuz", b"kernel 2" * 1000, mtime=time.time() + 5)
+    with on_this_thread() as changed:
+        assert (await proxy.fetch_boot_file("boot/c", url))[0] == 200  # a new generation
+        assert await call("GET", "/tftp/status") == 200
+        assert await call("POST", "/tftp/prune?age=1") == 200
+        assert await call("GET", "/tftp/fetch_boot_file/0123456789abcdef") == 404
+        assert await call("POST", f"/tftp/pxegrub2/{MAC}",
+                          data={"pxeconfig": "menuentry x {}", "targetos": "rhel",
+                                "arch": "x86_64"}) == 200
+        assert await call("GET", f"/tftp/pxegrub2/{MAC}") == 200
+        assert await call("POST", "/tftp/pxelinux/create_default",
+                          data={"menu": "DEFAULT x"}) == 200
+        assert await call("DELETE", f"/tftp/pxegrub2/{MAC}") == 200
+        assert await call("GET", "/httpboot/boot/c-vmlinuz") == 200
+        assert await call("HEAD", "/httpboot/boot/c-initrd.img") == 200
+        assert await call("GET", "/httpboot/boot/missing") == 404
+    assert events == [] and changed == []
+
+
+def test_the_hook_sees_file_work_on_the_watched_thread(tmp_path) -> None:
+    """The check above can fail: the same hook catches a plain open() on this thread."""
+    with on_this_thread() as events:
+        (tmp_path / "x").write_text("x")
+    assert any(e.startswith("open ") for e in events)
