@@ -11,8 +11,9 @@ with the ``universe_*`` parameters links the host's ``host-config/<mac>/grub2/``
 DHCP gives the host ``host-config/<mac>/grub2/boot-sb.efi``: OVMF loads shim over tftproxy's
 TFTP, shim loads and verifies ``grubx64.efi`` beside it, grub reads ``/grub/grub.cfg`` (its
 built-in prefix), which chains the host's ``grub2/grub.cfg-<mac>``, which loads the kernel and
-initrd of the universe over TFTP, or over HTTP from ``/httpboot``. The guest's /init prints the
-marker with what the kernel said about Secure Boot. With OVMF's enforcing firmware
+initrd of the universe over TFTP. The guest's /init prints the marker with what the kernel said
+about Secure Boot. (Debian's signed network grub has no http module built in, and Secure Boot
+forbids loading one, so this chain cannot take its kernel over HTTP.) With OVMF's enforcing firmware
 (OVMF_CODE_4M.secboot.fd, Microsoft's keys in OVMF_VARS_4M.ms.fd) a universe whose grub lost
 its signature is refused by shim.
 """
@@ -31,8 +32,6 @@ import pytest
 from tests.helpers import media
 
 from .bootkit import (
-    API_PORT,
-    SERVER_IP,
     Host,
     Initrd,
     Lab,
@@ -102,10 +101,9 @@ def extract_universe(lab: Lab, release: str, *, unsigned_grub: bool = False) -> 
                     media.sha256(grub))
 
 
-def host_config(lab: Lab, host: Host, uni: Universe, *, http: bool = False) -> None:
+def host_config(lab: Lab, host: Host, uni: Universe) -> None:
     """The host's grub config and host-config/ links, as Foreman sends them."""
-    here = f"host-config/{host.mac.replace(':', '-')}/grub2"
-    base = f"(http,{SERVER_IP}:{API_PORT})/httpboot/{here}" if http else f"/{here}"
+    base = f"/host-config/{host.mac.replace(':', '-')}/grub2"
     config = (f"set timeout=0\nmenuentry universe {{\n"
               f"  linux {base}/vmlinuz console=ttyS0 panic=-1 e2e.version={uni.release}\n"
               f"  initrd {base}/initrd.img\n}}\n")
@@ -157,19 +155,6 @@ def test_secure_boot_off_boots_the_same_universe(lab: Lab) -> None:
     host = lab.new_universe_host()
     host_config(lab, host, uni)
     boot_universe(lab, "universe-nosb", host, "uefi", uni, "off")
-
-
-@pytest.mark.usefixtures("routing_grub_cfg")
-def test_secure_boot_kernel_and_initrd_over_httpboot(lab: Lab) -> None:
-    """shim and grub over TFTP, then grub fetches the kernel and initrd from /httpboot."""
-    uni = extract_universe(lab, "http")
-    host = lab.new_universe_host()
-    host_config(lab, host, uni, http=True)
-    boot_universe(lab, "universe-http", host, "uefi-sb", uni, "on")
-    here = f"host-config/{host.mac.replace(':', '-')}/grub2"
-    reads = [t.file.lstrip("/") for t in lab.capture.transfers(host.ip)]
-    assert f"{here}/vmlinuz" not in reads, "the kernel must come over HTTP, not TFTP"
-    assert lab.capture.tcp_connects(host.ip, f"{SERVER_IP}:{API_PORT}") >= 1
 
 
 @pytest.mark.usefixtures("routing_grub_cfg")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -102,7 +103,5 @@ def test_a_damaged_image_is_an_error_never_a_crash(small_iso: bytes, tmp_path: P
     path = tmp_path / "damaged.iso"
     path.write_bytes(bytes(data))
     member = "Deep/a/b/c/d/e/f/g/h/i/Leaf File.txt"
-    try:
+    with contextlib.suppress(UpstreamError):
         extract_members(str(path), "iso", {member: FileSink(tmp_path / "x")}, LIMITS, "d")
-    except UpstreamError:
-        pass
