@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import media
+
 PROJECT = Path(__file__).resolve().parents[2]
 CACHE = PROJECT / ".cache" / "e2e"
 VENV_BIN = Path(sys.executable).parent
@@ -383,11 +385,7 @@ def build_initrd(dest: Path, *, label: str, nonce: str, pad_bytes: int = 0,
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return media.sha256(path)
 
 
 # ---------------------------------------------------------------------------- the capture

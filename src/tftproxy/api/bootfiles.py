@@ -30,12 +30,9 @@ async def fetch_boot_file(request: web.Request) -> web.StreamResponse:
     """Foreman's form ``prefix``/``path``; the JSON of ``fetch_and_process`` is accepted too
     (Foreman's bootloader-universe client posts it here)."""
     ctx = context(request)
-    try:
-        params = await read_json_params(request)
-    except InvalidJson as exc:
-        return text_response(415, str(exc))
-    except TftproxyError as exc:
-        return error_response(CONTEXT, exc)
+    params = await _params(request, CONTEXT)
+    if isinstance(params, web.Response):
+        return params
     if "extract" in params or ("destination" in params and "prefix" not in params):
         return await _process(ctx, params)
     try:
@@ -49,14 +46,20 @@ async def fetch_boot_file(request: web.Request) -> web.StreamResponse:
 async def fetch_and_process(request: web.Request) -> web.StreamResponse:
     """smart-proxy PR #958: ``{"extract": {...}}`` (an archive and members of it) or
     ``{"source", "destination"}`` (one file under an exact name)."""
-    ctx = context(request)
+    params = await _params(request, PROCESS)
+    if isinstance(params, web.Response):
+        return params
+    return await _process(context(request), params)
+
+
+async def _params(request: web.Request, what: str) -> dict[str, Any] | web.Response:
+    """The request's parameters, or the answer to a body that cannot be read."""
     try:
-        params = await read_json_params(request)
+        return await read_json_params(request)
     except InvalidJson as exc:
-        return text_response(415, str(exc))
+        return text_response(415, str(exc))  # smart-proxy's text, without a context
     except TftproxyError as exc:
-        return error_response(PROCESS, exc)
-    return await _process(ctx, params)
+        return error_response(what, exc)
 
 
 def _text(params: dict[str, Any], key: str) -> str:

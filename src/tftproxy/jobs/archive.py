@@ -25,8 +25,8 @@ from tftproxy.fetch.verify import ManifestCache, verify
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.jobs.check import Changed, Failed, Unchanged
 from tftproxy.jobs.extract_spec import ExtractSpec
+from tftproxy.jobs.hiding import SetChanges
 from tftproxy.jobs.locking import LockSet
-from tftproxy.jobs.options import RefreshMode
 from tftproxy.jobs.registry import Job, ProgressFn
 from tftproxy.jobs.results import FetchResult
 from tftproxy.store.objects import StagingFile
@@ -75,7 +75,7 @@ class Archives:
 
 
 class ArchiveTransaction:
-    """One archive job (it also implements the check's hooks, as a set transaction does)."""
+    """One archive job; ``changes`` are the check's hooks, as for a set transaction."""
 
     def __init__(self, job: Job, spec: ExtractSpec, files: BootFiles,
                  done: Callable[[Job], None] | None = None) -> None:
@@ -84,35 +84,10 @@ class ArchiveTransaction:
         self._files = files
         self._store = files.store
         self._lockset = LockSet(files.locks)
-        self._hidden_names: list[str] = []
+        self.changes = SetChanges(self._store, self._lockset, files.options.refresh_mode,
+                                  spec.set_id)
         self._staging: list[StagingFile] = []
-        self._hidden = False
-        self._settled = False
         self._done = done
-
-    # ----------------------------------------------------------- check hooks
-
-    @property
-    def hidden(self) -> bool:
-        return self._hidden
-
-    def track(self, staging: StagingFile) -> None:
-        self._staging.append(staging)
-
-    async def hide(self) -> None:
-        if self._hidden or self._files.options.refresh_mode is not RefreshMode.HIDE:
-            return
-        self._hidden = True
-        for member in await self._store.members(self.spec.set_id):
-            await self._store.begin_refresh(member.name, True)
-            self._hidden_names.append(member.name)
-
-    async def _restore(self) -> None:
-        if self._settled:
-            return
-        self._settled = True
-        for name in self._hidden_names:
-            await self._store.abort_refresh(name)
 
     # ------------------------------------------------------------------- run
 
@@ -137,15 +112,15 @@ class ArchiveTransaction:
         cur = rec.current if rec is not None else None
         try:
             check = await self._files.checker.check(
-                job.name, job.url, cur, job.progress, self,
+                job.name, job.url, cur, job.progress, self.changes,
                 preflight=self._files.options.preflight)
             if isinstance(check, Failed):
-                await self._restore()
+                await self.changes.restore()
                 return job.failed(check.reason, kept=cur is not None)
             if isinstance(check, Unchanged):
                 if await self._satisfied(records):
-                    was_hidden = self._hidden
-                    await self._restore()
+                    was_hidden = self.changes.hidden
+                    await self.changes.restore()
                     if was_hidden:
                         await store.mark_checked(job.name, check.version, time.time())
                     return self._result("unchanged", check.version, rec.generation if rec
@@ -158,15 +133,16 @@ class ArchiveTransaction:
             staged = await self._extract(path, version)
             staged[spec.destination] = (version, staging)
             srec = await store.publish(spec.set_id, staged, time.time())
-            self._settled = True
+            self.changes.settled()
             return self._result("published", version, srec.current)
         except UpstreamError as exc:
-            await self._restore()
+            await self.changes.restore()
             return job.failed(exc.reason, kept=cur is not None)
         except BaseException:
-            await self._restore()
+            await self.changes.restore()
             raise
         finally:
+            await self.changes.discard_staging()
             for staged_file in self._staging:
                 await store.discard(staged_file)
 
