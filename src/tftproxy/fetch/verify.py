@@ -250,8 +250,9 @@ def parse_md5sums(text: str, url: str) -> Manifest:
 
 
 def _parse_sums(text: str, url: str, kind: ManifestKind) -> Manifest:
-    want_bits, algos = (128, ("MD5",)) if kind == "md5sum.txt" else (256, ("SHA256", "SHA2-256"))
-    name = "an md5sum.txt" if kind == "md5sum.txt" else "a SHA256SUMS"
+    md5 = kind == "md5sum.txt"
+    want_bits, algos = (128, ("MD5",)) if md5 else (256, ("SHA256", "SHA2-256"))
+    name, algo = ("an md5sum.txt", "an md5") if md5 else ("a SHA256SUMS", "a sha256")
     entries: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -262,7 +263,7 @@ def _parse_sums(text: str, url: str, kind: ManifestKind) -> Manifest:
             digest = gnu["hex"]
             if len(digest) * 4 != want_bits:
                 raise ManifestError(f"{url}: not {name} file: line {number} has a "
-                                    f"{len(digest) * 4}-bit digest")
+                                    f"{len(digest) * 4}-bit digest, not {algo}")
             path = _unescape(gnu["path"]) if gnu["esc"] else gnu["path"]
             _add(entries, path, digest, url)
             continue
@@ -273,7 +274,7 @@ def _parse_sums(text: str, url: str, kind: ManifestKind) -> Manifest:
             continue
         raise ManifestError(f"{url}: not {name} file: line {number} is {line[:60]!r}")
     if not entries:
-        raise ManifestError(f"{url}: not {name} file: it has no checksum lines")
+        raise ManifestError(f"{url}: not {name} file: it has no {algo.split()[1]} lines")
     return Manifest(kind, url, _base_of(url), entries)
 
 
