@@ -93,7 +93,17 @@ def child(iso: str, out: str) -> None:
     seconds = time.perf_counter() - start
     assert all(v.verified.startswith("sha256 matches") for k, v in got.items()
                if k != MEMBERS[2]), got
-    print(json.dumps({"seconds": seconds}))
+    print(json.dumps({"seconds": seconds, "hwm_kib": _hwm_kib("self")}))
+
+
+def _hwm_kib(pid: str) -> int:
+    """Peak RSS of one address space (VmHWM): wait4's ru_maxrss would also count the bench's
+    own memory, which a vfork'ed child shares until it execs."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def run_tftproxy(iso: Path, out: Path) -> tuple[Run, float]:
@@ -103,8 +113,9 @@ def run_tftproxy(iso: Path, out: Path) -> tuple[Run, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     assert proc.stdout is not None
-    inner = json.loads(proc.stdout.read())["seconds"]
-    return Run(wall, int(usage.ru_maxrss), os.waitstatus_to_exitcode(status)), inner
+    report = json.loads(proc.stdout.read())
+    del usage
+    return Run(wall, report["hwm_kib"], os.waitstatus_to_exitcode(status)), report["seconds"]
 
 
 def peers(iso: Path, out: Path) -> dict[str, list[str]]:
@@ -153,7 +164,11 @@ def main() -> int:
                         times.setdefault("tftproxy (whole process)", []).append(run.seconds)
                         times.setdefault(name, []).append(inner)
                     else:
-                        run = timed(cmd)
+                        # GNU time reports the tool's own peak (its %M), not the bench's.
+                        run = timed(["/usr/bin/time", "-f", "%M", "-o", str(work / "rss"),
+                                     *cmd])
+                        run = Run(run.seconds, int((work / "rss").read_text().split()[-1]),
+                                  run.returncode)
                         times.setdefault(name, []).append(run.seconds)
                     assert run.returncode == 0, name
                     rss[name] = max(rss.get(name, 0), run.max_rss_kib)
