@@ -18,6 +18,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   └── PacketError            a TFTP datagram that is not a valid packet
     ├── Refused                    asks for what is not served, or by whom it is not allowed
     │   └── Untrusted              a caller outside trusted_hosts / without a certificate
+    ├── Conflict                   the request does not fit what is published (yet)
     ├── NotFound                   what was asked for does not exist
     │   ├── ConfigNotFound
     │   └── JobNotFound
@@ -85,6 +86,11 @@ class Refused(TftproxyError):
 
 class Untrusted(Refused):
     """The caller may not use the route; the message is smart-proxy's 403 text."""
+
+
+class Conflict(TftproxyError):
+    """The request does not fit the published state: a bootloader universe that is missing,
+    does not match the source the caller names, or is being fetched right now."""
 
 
 class NotFound(TftproxyError):

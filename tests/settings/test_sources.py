@@ -292,3 +292,22 @@ async def test_serve_with_a_settings_directory(tmp_path: Path, pki: Pki) -> None
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
+
+
+def test_archive_settings_of_smart_proxy_pr_958_are_accepted(tmp_path: Path) -> None:
+    """tftp_download_max_time is the total time of one download (fetch_timeout); preflight
+    HEADs an archive's source before its first download."""
+    from tftproxy import assemble
+
+    d = tmp_path / "sp"
+    write(d / "settings.yml", "http_port: 8000\n")
+    write(d / "settings.d/tftp.yml", ":tftp_download_max_time: 120\n"
+                                     ":tftp_http_download_preflight: false\n")
+    loaded = load(settings_dir=d, environ={})
+    assert loaded.settings.fetch_timeout == 120
+    assert loaded.origin["fetch_timeout"].endswith("(key tftp_download_max_time)")
+    assert assemble.fetch_options(loaded.settings).total_timeout == 120
+    assert assemble.job_options(loaded.settings).preflight is False
+    write(d / "settings.d/tftp.yml", ":tftp_http_download_preflight: maybe\n")
+    with pytest.raises(SettingsError, match="tftp_http_download_preflight"):
+        load(settings_dir=d, environ={})

@@ -84,6 +84,11 @@ _CONFIG_BODY = _form({
         "release": {"type": "string", "pattern": f"^(?:{_COMPONENT})?$"},
         "arch": {"type": "string", "pattern": f"^{_COMPONENT}$"},
         "bootfile_suffix": {"type": "string", "pattern": f"^(?:{_COMPONENT})?$"},
+        "universe_archive": {"type": "string"},
+        "universe_kernel": {"type": "string"},
+        "universe_initrd": {"type": "string"},
+        "universe_source_digest": {"type": "string",
+                                   "description": "sha256 (hex) of the archive's source URL"},
     },
     "anyOf": [{"required": ["pxeconfig"]}, {"required": ["syslinux_config"]}],
     "allOf": [{"anyOf": [
@@ -109,6 +114,9 @@ def _create(op_id: str, summary: str, parameters: list[dict[str, Any]]) -> dict[
                           "files cannot be written"),
             "403": _BAD_MAC_OR_VARIANT,
             "404": _error("The tftp module is not enabled on this listener"),
+            "409": _error("pxegrub2: the host's bootloader universe is being fetched, or the "
+                          "universe_* parameters name one that is missing or not from that "
+                          "source"),
             "413": _error("The body is larger than 1 MiB"),
             "415": _error("The body's Content-Type or charset is not supported"),
         },
@@ -275,6 +283,50 @@ def openapi_document() -> dict[str, Any]:
                 "403": _DENIED,
                 "404": _error("The tftp module is not enabled on this listener"),
                 "502": _error("The download failed"),
+            },
+        }},
+        "/tftp/fetch_and_process": {"post": {
+            "operationId": "fetchAndProcess",
+            "summary": "Fetch an archive and publish members of it as a bootloader universe",
+            "description": "smart-proxy PR #958. `extract`: the archive from `source` is "
+                           "published as `destination`, each `files` entry (TFTP name -> "
+                           "archive member) extracted from it and each `symlinks` entry "
+                           "(link -> one of the files) made, all in the archive's directory "
+                           "and switched as one generation. Without `extract`, `source` is "
+                           "fetched to the exact name `destination`. Query parameters win "
+                           "over the JSON body's keys. `POST /tftp/fetch_boot_file` accepts "
+                           "the same JSON.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {
+                    "extract": {"type": "object", "required": ["source", "destination",
+                                                               "type", "files"],
+                                "properties": {
+                                    "source": {"type": "string"},
+                                    "destination": {"type": "string"},
+                                    "type": {"type": "string", "enum": ["tgz", "iso"]},
+                                    "files": {"type": "object",
+                                              "additionalProperties": {"type": "string"}},
+                                    "symlinks": {"type": "object",
+                                                 "additionalProperties": {"type": "string"}},
+                                }},
+                    "source": {"type": "string"},
+                    "destination": {"type": "string"},
+                },
+            }}}},
+            "responses": {
+                "200": _json(_FETCH_RESULT, "The archive and its universe are published (or "
+                                            "were up to date)"),
+                "202": {**_json(_FETCH_JOB, "Still running; poll the job's URL"),
+                        "headers": {"Location": {"schema": {"type": "string"},
+                                                 "description": "The job's status URL"}}},
+                "400": _error("A bad name, member, link, type or URL"),
+                "403": _DENIED,
+                "404": _error("The tftp module is not enabled on this listener"),
+                "415": {"description": "`Invalid JSON content in body of request: ...`",
+                        "content": _TEXT},
+                "502": _error("The download, an extraction or a verification failed; nothing "
+                              "was published"),
             },
         }},
         "/tftp/fetch_boot_file/{job_id}": {"get": {

@@ -113,13 +113,18 @@ class Fetcher:
         last_modified: str | None = None,
         on_response: OnResponse | None = None,
         progress: ProgressFn | None = None,
+        preflight: bool = False,
     ) -> Downloaded | NotModified:
         """GET ``url``, conditionally when validators are given, retrying what is transient.
 
         ``sink()`` gives a fresh, empty file for each attempt that gets a body: a failed
         attempt's bytes are never continued. ``on_response`` runs once a 200's headers are
-        in, before the body.
+        in, before the body. With ``preflight`` (smart-proxy's tftp_http_download_preflight)
+        an unconditional download is preceded by a HEAD, and a HEAD the server refuses
+        fails it before anything is downloaded or hidden.
         """
+        if preflight and not (etag or last_modified):
+            await self._retrying(url, lambda: self._preflight(url))
         return await self._retrying(url, lambda: self._attempt(
             url, sink, etag, last_modified, on_response, progress))
 
@@ -196,6 +201,19 @@ class Fetcher:
                 # The staging file is made only now: an up-to-date check creates no file.
                 return await _stream(resp, await sink(), final_url, validators, progress,
                                      self.options.max_file_size)
+
+    async def _preflight(self, url: str) -> None:
+        o = self.options
+        with self._mapped_errors():
+            async with (await self._client()).head(
+                    url, headers={"Accept-Encoding": "identity"},
+                    allow_redirects=o.max_redirects > 0, max_redirects=o.max_redirects + 1,
+                    proxy=o.http_proxy) as resp:
+                # A server without HEAD (405, 501) leaves the decision to the GET.
+                if resp.status < 400 or resp.status in (405, 501):
+                    return
+                reason = f"preflight HEAD answered HTTP {resp.status} {resp.reason or ''}"
+                raise UpstreamError(reason.rstrip(), retryable=resp.status >= 500)
 
     async def _text_attempt(self, url: str, limit: int) -> str | None:
         with self._mapped_errors():

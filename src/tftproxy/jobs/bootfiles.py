@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 from tftproxy.errors import InputError
 from tftproxy.fetch.http import Fetcher
@@ -23,6 +24,10 @@ from tftproxy.store.aio import AsyncStore
 from tftproxy.store.recovery import RecoveryReport
 
 log = logging.getLogger(__name__)
+
+
+class Transaction(Protocol):
+    async def run(self) -> FetchResult: ...
 
 
 class BootFiles:
@@ -72,6 +77,18 @@ class BootFiles:
             raise InputError("both 'prefix' and 'path' are required")
         scheme = check_scheme(url)
         name, set_id = await self.store.target(prefix, url)
+        return self._start(name, set_id, url, scheme, progress)
+
+    async def request_named(self, name: str, url: str,
+                            progress: ProgressFn | None = None) -> Job:
+        """The same for an exact name (smart-proxy's ``{source, destination}``): its set is
+        its directory, as for a prefix ending in ``/``."""
+        scheme = check_scheme(url)
+        (name,) = await self.store.check_names([name])
+        return self._start(name, name.rpartition("/")[0] + "/", url, scheme, progress)
+
+    def _start(self, name: str, set_id: str, url: str, scheme: str,
+               progress: ProgressFn | None) -> Job:
         registry = self.registry
         if scheme == "nfs":
             # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
@@ -90,15 +107,27 @@ class BootFiles:
         if progress is not None:
             job.listeners.append(progress)
         registry.start(job)
-        task = asyncio.get_running_loop().create_task(self._run(job), name=f"fetch {name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.launch(job, SetTransaction(job, store=self.store, checker=self._checker,
+                                        registry=self.registry, locks=self._locks,
+                                        options=self.options, manifests=self.fetcher))
         return job
 
-    async def _run(self, job: Job) -> None:
-        transaction = SetTransaction(job, store=self.store, checker=self._checker,
-                                     registry=self.registry, locks=self._locks,
-                                     options=self.options, manifests=self.fetcher)
+    def launch(self, job: Job, transaction: Transaction) -> None:
+        """Run ``transaction`` for the (registered, started) ``job`` in a task of its own."""
+        task = asyncio.get_running_loop().create_task(self._run(job, transaction),
+                                                      name=f"fetch {job.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def checker(self) -> Checker:
+        return self._checker
+
+    @property
+    def locks(self) -> LockCache:
+        return self._locks
+
+    async def _run(self, job: Job, transaction: Transaction) -> None:
         try:
             result = await transaction.run()
         except asyncio.CancelledError:

@@ -95,7 +95,7 @@ class Checker:
         self._touched: dict[str, float] = {}
 
     async def check(self, name: str, url: str, cur: Version | None, progress: ProgressFn,
-                    change: SetChangeHooks) -> Check:
+                    change: SetChangeHooks, *, preflight: bool = False) -> Check:
         store = self.store
         same_source = cur is not None and cur.source == url
         staged: list[StagingFile] = []
@@ -119,7 +119,7 @@ class Checker:
                 url, new_sink,
                 etag=cur.etag if same_source and cur else None,
                 last_modified=cur.last_modified if same_source and cur else None,
-                on_response=on_response, progress=progress,
+                on_response=on_response, progress=progress, preflight=preflight,
             )
         except UpstreamError as exc:
             return Failed(name, url, exc.reason)

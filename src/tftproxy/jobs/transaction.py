@@ -15,17 +15,17 @@ from dataclasses import replace
 from tftproxy.errors import UpstreamError
 from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
+from tftproxy.jobs.hiding import SetChanges
 from tftproxy.jobs.locking import LockCache, LockSet
-from tftproxy.jobs.options import JobOptions, RefreshMode
+from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry
 from tftproxy.jobs.results import FetchResult
 from tftproxy.store.aio import AsyncStore
-from tftproxy.store.objects import StagingFile
 from tftproxy.store.records import Record, Version
 
 
 class SetTransaction:
-    """One job's transaction over its boot set (it also implements the check's hooks)."""
+    """One job's transaction over its boot set; ``changes`` are the check's hooks."""
 
     def __init__(self, job: Job, *, store: AsyncStore, checker: Checker, registry: JobRegistry,
                  locks: LockCache, options: JobOptions, manifests: TextSource) -> None:
@@ -37,31 +37,7 @@ class SetTransaction:
         self._options = options
         self._manifests = manifests
         self._lockset = LockSet(locks)
-        self._hidden_names: list[str] = []
-        self._staging: list[StagingFile] = []
-        self._settled = False
-        self._hidden = False
-
-    # ----------------------------------------------------------- check hooks
-
-    @property
-    def hidden(self) -> bool:
-        return self._hidden
-
-    def track(self, staging: StagingFile) -> None:
-        self._staging.append(staging)
-
-    async def hide(self) -> None:
-        """In hide mode, take every member out of the tree (once) until the switch."""
-        if self._hidden or self._options.refresh_mode is not RefreshMode.HIDE:
-            return
-        self._hidden = True
-        members = await self._store.members(self.job.set_id)
-        # Their locks first: a recovering process must not take our hiding for a crash's.
-        await self._lockset.acquire(sorted(m.name for m in members))
-        for member in members:
-            await self._store.begin_refresh(member.name, True)
-            self._hidden_names.append(member.name)
+        self.changes = SetChanges(store, self._lockset, options.refresh_mode, job.set_id)
 
     # ------------------------------------------------------------------- run
 
@@ -80,13 +56,14 @@ class SetTransaction:
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
         try:
-            first = await self._checker.check(job.name, job.url, cur, job.progress, self)
+            first = await self._checker.check(job.name, job.url, cur, job.progress,
+                                              self.changes)
             if isinstance(first, Failed):
-                await self._restore()
+                await self.changes.restore()
                 return job.failed(first.reason, kept=cur is not None)
             if isinstance(first, Unchanged):
-                was_hidden = self._hidden
-                await self._restore()
+                was_hidden = self.changes.hidden
+                await self.changes.restore()
                 if was_hidden:
                     # New validators, same bytes: remember them, or every check re-downloads.
                     await store.mark_checked(job.name, first.version, time.time())
@@ -98,26 +75,25 @@ class SetTransaction:
             await self._lockset.acquire(sorted(m.name for m in members))
             return await self._switch(first, cur, [m for m in members if m.name != job.name])
         except BaseException:
-            await self._restore()
+            await self.changes.restore()
             raise
         finally:
-            for staging in self._staging:
-                await store.discard(staging)
+            await self.changes.discard_staging()
 
     async def _switch(self, first: Changed, cur: Version | None,
                       others: list[Record]) -> FetchResult:
         job = self.job
         member_jobs = [self._member_job(m) for m in others]
-        await self.hide()
+        await self.changes.hide()
         checks: list[Check] = [first]
         checks += await asyncio.gather(*(
-            self._checker.check(mj.name, mj.url, m.current, mj.progress, self)
+            self._checker.check(mj.name, mj.url, m.current, mj.progress, self.changes)
             for mj, m in zip(member_jobs, others, strict=True)))
         if not any(isinstance(c, Failed) for c in checks):
             checks = await self._verify(checks)
         failures = [c for c in checks if isinstance(c, Failed)]
         if failures:
-            await self._restore()
+            await self.changes.restore()
             detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
             for mj, c in zip(member_jobs, checks[1:], strict=True):
                 reason = c.reason if isinstance(c, Failed) else f"boot set not switched: {detail}"
@@ -128,7 +104,7 @@ class SetTransaction:
         staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
                   for c in checks if not isinstance(c, Failed)}
         srec = await self._store.publish(job.set_id, staged, time.time())
-        self._settled = True
+        self.changes.settled()
         results = []
         for c in checks:
             assert not isinstance(c, Failed)
@@ -168,11 +144,3 @@ class SetTransaction:
                 continue
             out.append(replace(c, version=replace(c.version, verified=how)))
         return out
-
-    async def _restore(self) -> None:
-        """Put the previous versions back (after a failure, or when nothing changed)."""
-        if self._settled:
-            return
-        self._settled = True
-        for name in self._hidden_names:
-            await self._store.abort_refresh(name)

@@ -93,7 +93,17 @@ class Settings(BaseModel):
         30.0, ge=0, description="How long POST /tftp/fetch_boot_file waits before answering 202."
     )
     stall_timeout: float = Field(30.0, gt=0, description="Fail when no byte arrives for this long.")
-    fetch_timeout: float = Field(3600.0, gt=0, description="Total time limit of one download (s).")
+    fetch_timeout: float = Field(
+        3600.0, gt=0,
+        description="Total time limit of one download (s); smart-proxy's tftp_download_max_time.")
+    tftp_http_download_preflight: bool = Field(
+        True, description="HEAD an archive's source (POST /tftp/fetch_and_process) before its "
+        "first download; a refused HEAD fails the request before anything changes. False for "
+        "servers without HEAD.")
+    max_unpacked_size: int = Field(
+        8 * 1024**3, gt=0,
+        description="Most bytes one archive may unpack: the members extracted, and for a tgz "
+        "everything inflated on the way to them.")
     max_redirects: int = Field(10, ge=0, description="Redirects followed before giving up.")
     retries: int = Field(3, ge=0, description="Retries on connection errors and 5xx.")
     retry_backoff: float = Field(1.0, ge=0, description="First retry delay (s); doubles each try.")

@@ -20,8 +20,9 @@ from tftproxy.errors import RecordUnreadable
 from tftproxy.store.layout import Layout
 from tftproxy.store.names import name_key
 
-# 0: records of tftproxy 0.1 (no "format" key); 1: the same fields, with the key.
-RECORD_FORMAT = 1
+# 0: records of tftproxy 0.1 (no "format" key); 1: the same fields, with the key;
+# 2: a version may name the archive member it was extracted from and be an alias.
+RECORD_FORMAT = 2
 
 T = TypeVar("T")
 RecordState = Literal["published", "refreshing"]
@@ -42,6 +43,11 @@ class Version:
     fetched_at: float = 0.0
     # How the content was verified against the distribution's checksums, for `status`.
     verified: str | None = None
+    # Extracted from an archive (``source``): the member's path inside it.
+    member: str | None = None
+    # A relative symlink to this other published name of the same generation (whose content
+    # ``sha256`` is), instead of a link into the object store.
+    alias: str | None = None
 
 
 @dataclass(frozen=True)
