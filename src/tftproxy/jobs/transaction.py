@@ -4,6 +4,11 @@ When one member changed (or is new), every other member of the set is revalidate
 same transaction; all switch together, as one new generation, once every member is complete
 and verified. If any fails, nothing switches and every hidden member gets its previous
 version back. Requests for the other members meanwhile join this transaction's member jobs.
+
+Members taken from one OCI artifact share one resolution of its reference in a transaction
+(``self.oci``), so they switch together by construction: when the reference moved, even to a
+manifest whose layer for the requested member is the same, every member is revalidated
+against that one manifest and the set records it whole, or not at all.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from dataclasses import replace
 
 from tftproxy.errors import UpstreamError
+from tftproxy.fetch.oci import OciManifests
 from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
 from tftproxy.jobs.locking import LockCache, LockSet
@@ -41,6 +47,7 @@ class SetTransaction:
         self._staging: list[StagingFile] = []
         self._settled = False
         self._hidden = False
+        self._oci = OciManifests(checker.oci)
 
     # ----------------------------------------------------------- check hooks
 
@@ -50,6 +57,10 @@ class SetTransaction:
 
     def track(self, staging: StagingFile) -> None:
         self._staging.append(staging)
+
+    @property
+    def oci(self) -> OciManifests:
+        return self._oci
 
     async def hide(self) -> None:
         """In hide mode, take every member out of the tree (once) until the switch."""
@@ -84,7 +95,7 @@ class SetTransaction:
             if isinstance(first, Failed):
                 await self._restore()
                 return job.failed(first.reason, kept=cur is not None)
-            if isinstance(first, Unchanged):
+            if isinstance(first, Unchanged) and not first.moved:
                 was_hidden = self._hidden
                 await self._restore()
                 if was_hidden:
@@ -101,14 +112,16 @@ class SetTransaction:
             await self._restore()
             raise
         finally:
+            self._oci.close()
             for staging in self._staging:
                 await store.discard(staging)
 
-    async def _switch(self, first: Changed, cur: Version | None,
+    async def _switch(self, first: Changed | Unchanged, cur: Version | None,
                       others: list[Record]) -> FetchResult:
         job = self.job
         member_jobs = [self._member_job(m) for m in others]
-        await self.hide()
+        if isinstance(first, Changed):
+            await self.hide()
         checks: list[Check] = [first]
         checks += await asyncio.gather(*(
             self._checker.check(mj.name, mj.url, m.current, mj.progress, self)
@@ -125,6 +138,8 @@ class SetTransaction:
                 self._registry.retire(mj)
             return job.failed(f"boot set {job.set_id} not switched: {detail}",
                               kept=cur is not None)
+        if not any(isinstance(c, Changed) for c in checks):
+            return await self._all_unchanged(checks, member_jobs)
         staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
                   for c in checks if not isinstance(c, Failed)}
         srec = await self._store.publish(job.set_id, staged, time.time())
@@ -136,6 +151,24 @@ class SetTransaction:
                 status="published" if isinstance(c, Changed) else "unchanged", name=c.name,
                 source=c.url, size=c.version.size, sha256=c.version.sha256,
                 final_url=c.final_url, set=job.set_id, generation=srec.current))
+        for mj, result in zip(member_jobs, results[1:], strict=True):
+            mj.finish(result)
+            self._registry.retire(mj)
+        return results[0]
+
+    async def _all_unchanged(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
+        """A moved OCI reference whose manifest holds the same bytes for every member: no new
+        generation, only the new manifest recorded for each."""
+        await self._restore()
+        now = time.time()
+        results = []
+        for c in checks:
+            assert isinstance(c, Unchanged)
+            rec = await self._store.mark_checked(c.name, c.version, now)
+            results.append(FetchResult(
+                status="unchanged", name=c.name, source=c.url, size=c.version.size,
+                sha256=c.version.sha256, final_url=c.final_url, set=self.job.set_id,
+                generation=rec.generation))
         for mj, result in zip(member_jobs, results[1:], strict=True):
             mj.finish(result)
             self._registry.retire(mj)
@@ -157,7 +190,8 @@ class SetTransaction:
         cache = ManifestCache(self._manifests)
         out: list[Check] = []
         for c in checks:
-            if isinstance(c, Failed):
+            if isinstance(c, Failed) or c.version.manifest_digest is not None:
+                # An OCI layer is verified by construction: its bytes match its digest.
                 out.append(c)
                 continue
             try:
