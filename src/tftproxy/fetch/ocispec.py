@@ -167,7 +167,8 @@ def _split_reference(segment: str) -> tuple[str, str | None, str | None]:
     name, tag, digest = segment, None, None
     if "@" in name:
         name, digest = name.split("@", 1)
-        if not _DIGEST.fullmatch(digest):
+        if not _DIGEST.fullmatch(digest) or (digest.startswith("sha256:")
+                                             and not _SHA256.fullmatch(digest)):
             raise BadSource(f"{digest!r} is not a digest (sha256:<64 hex digits>)")
         if not _SHA256.fullmatch(digest):
             raise BadSource(f"digest {digest!r}: only sha256 digests are supported, "
