@@ -17,14 +17,12 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.helpers.nginx import free_port
+from tests.helpers.nginx import free_port, stop_process, wait_listening
 
 NETBOOT_ARTIFACT = "application/vnd.org.pulpproject.netboot.artifact.v1"
 NETBOOT_FILE = "application/x-netboot-file"
@@ -203,17 +201,7 @@ class Registry:
         self._log = self.access_log.open("wb")
         self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=self._log,
                                      stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"docker-registry failed: {err}") from None
-                time.sleep(0.05)
-        raise RuntimeError("docker-registry did not listen within 10 s")
+        wait_listening(self.proc, self.port, "docker-registry")
 
     def url(self, repo_ref: str, title: str | None = None) -> str:
         """The oci URL tftproxy fetches: ``oci://host/<repo_ref>#<title>``."""
@@ -254,13 +242,7 @@ class Registry:
                 / "data")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 
@@ -325,11 +307,3 @@ class Pusher:
         assert response.status_code == 201, response.text
         return str(response.headers["Docker-Content-Digest"])
 
-
-@contextlib.contextmanager
-def running(base: Path, **kwargs: Any) -> Iterator[Registry]:
-    registry = Registry(base, **kwargs)
-    try:
-        yield registry
-    finally:
-        registry.stop()

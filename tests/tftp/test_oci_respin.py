@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from tests.helpers.nginx import Nginx
 from tests.helpers.registry import Pusher, Registry
-from tests.tftp.clients import need, running_server
+from tests.tftp.clients import curl_get, running_server
 from tftproxy.store import BootStore
 from tftproxy.tftp.protocol import Policy
 from tftproxy.tftp.server import ServerConfig
@@ -30,9 +29,7 @@ RELEASES = {(K1, I1): "A", (K2, I2): "B"}
 
 
 def tftp_get(port: int, name: str, out: Path, source: str) -> bytes:
-    done = subprocess.run(
-        [need("curl"), "-sS", "--interface", source, "--tftp-blksize", "1468", "-o", str(out),
-         f"tftp://127.0.0.1:{port}/{name}"], capture_output=True, text=True, timeout=60)
+    done = curl_get(port, name, out, blksize=1468, source=source)
     assert done.returncode == 0, done.stderr
     return out.read_bytes()
 
