@@ -275,20 +275,20 @@ class OciClient:
         digest = await self._call(src, "HEAD", url, {"Accept": ACCEPT}, handle)
         if digest is None:
             # A registry that does not name the digest: the body's hash is the digest.
-            body, ctype = await self._manifest_body(src, src.reference)
+            body, ctype = await self._manifest_body_once(src, src.reference)
             digest = digest_of(body)
             self._keep(src, digest, parse_manifest(body, digest, ctype, src.shown()))
         return digest
 
-    async def _manifest_body(self, src: OciSource, reference: str) -> tuple[bytes, str | None]:
+    async def _manifest_body_once(self, src: OciSource,
+                                  reference: str) -> tuple[bytes, str | None]:
         async def handle(resp: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
             await _check_status(resp, src, f"manifest {reference}", self.auth)
             return (await _read_limited(resp, MANIFEST_LIMIT, "a manifest"),
                     resp.headers.get("Content-Type"))
 
-        url = src.api("manifests", reference)
-        return await self.fetcher.retrying(src.url, lambda: self._call(
-            src, "GET", url, {"Accept": ACCEPT, "Accept-Encoding": "identity"}, handle))
+        return await self._call(src, "GET", src.api("manifests", reference),
+                                {"Accept": ACCEPT, "Accept-Encoding": "identity"}, handle)
 
     def _keep(self, src: OciSource, digest: str, manifest: ImageManifest | ImageIndex) -> None:
         self._manifests[(src.api_host, src.repository, digest)] = manifest
@@ -302,7 +302,8 @@ class OciClient:
         if hit is not None:
             self._manifests.move_to_end(key)
             return hit
-        body, ctype = await self._manifest_body(src, digest)
+        body, ctype = await self.fetcher.retrying(
+            src.url, lambda: self._manifest_body_once(src, digest))
         actual = digest_of(body)
         if actual != digest:
             raise ManifestError(f"{src.shown()}: the manifest at {digest} has digest {actual}: "

@@ -129,7 +129,20 @@ class SetTransaction:
         if not any(isinstance(c, Failed) for c in checks):
             checks = await self._verify(checks)
         failures = [c for c in checks if isinstance(c, Failed)]
-        if failures:
+        if not failures and not any(isinstance(c, Changed) for c in checks):
+            return await self._all_unchanged(checks, member_jobs)
+        srec = None
+        if not failures:
+            staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
+                      for c in checks if not isinstance(c, Failed)}
+            try:
+                srec = await self._store.publish(job.set_id, staged, time.time())
+            except FileNotFoundError as exc:
+                # Content found in the store (an OCI layer, not downloaded again) was cleaned
+                # up before the switch: nothing switched.
+                failures = [Failed(job.name, job.url, f"{exc}: clean-up removed it meanwhile; "
+                                                      f"try again")]
+        if srec is None:
             await self._restore()
             detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
             for mj, c in zip(member_jobs, checks[1:], strict=True):
@@ -138,11 +151,6 @@ class SetTransaction:
                 self._registry.retire(mj)
             return job.failed(f"boot set {job.set_id} not switched: {detail}",
                               kept=cur is not None)
-        if not any(isinstance(c, Changed) for c in checks):
-            return await self._all_unchanged(checks, member_jobs)
-        staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
-                  for c in checks if not isinstance(c, Failed)}
-        srec = await self._store.publish(job.set_id, staged, time.time())
         self._settled = True
         results = []
         for c in checks:
