@@ -37,6 +37,7 @@ def fetch_options(settings: Settings) -> FetchOptions:
         ca_bundle=settings.ca_bundle,
         http_proxy=settings.http_proxy,
         max_file_size=settings.max_file_size,
+        oci_auth_file=settings.oci_auth_file,
     )
 
 

@@ -9,6 +9,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   ├── SettingsError          a setting has a wrong type or value
     │   ├── NameRefused            a destination the store will not publish
     │   ├── UnsupportedSource      a URL whose scheme tftproxy does not fetch
+    │   ├── BadSource              a source URL of a fetched scheme that is malformed
     │   ├── BadParameters          request parameters that cannot be read
     │   │   ├── BodyTooLarge
     │   │   └── UnsupportedMediaType
@@ -50,6 +51,11 @@ class NameRefused(InputError):
 
 class UnsupportedSource(InputError):
     """A URL whose scheme tftproxy does not fetch."""
+
+
+class BadSource(InputError):
+    """A source URL of a scheme tftproxy fetches, written wrongly (an OCI reference that breaks
+    the distribution grammar, a title that is not a file name); the message names the part."""
 
 
 class BadParameters(InputError):

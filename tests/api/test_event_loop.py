@@ -9,6 +9,7 @@ configs written, read and deleted, HTTP boot.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -131,6 +132,38 @@ async def test_archive_extraction_does_no_file_work_on_the_event_loop(api, nginx
                 "universe_source_digest": "0" * 64}) as resp:
             assert resp.status == 409
     assert events == []
+
+
+async def test_oci_fetches_do_no_file_work_on_the_event_loop(api, tmp_path) -> None:
+    """From a registry that wants credentials: the auth file, staging and the store are read
+    on threads; new, up to date, respun and already-stored layers alike."""
+    import base64
+    import json
+
+    from tests.helpers.registry import Pusher, Registry
+
+    registry = Registry(tmp_path / "registry", htpasswd={"u": "p"})
+    try:
+        pusher = Pusher(registry, tmp_path / "push", ("u", "p"), basic=True)
+        pusher.push("os/netboot", "1", {"vmlinuz": b"k1" * 5000, "initrd.img": b"i1" * 5000})
+        auth = tmp_path / "auth.json"
+        auth.write_text(json.dumps({"auths": {registry.host: {
+            "auth": base64.b64encode(b"u:p").decode()}}}))
+        proxy = await api(oci_auth_file=auth)
+        kernel, initrd = (registry.url("os/netboot:1", t) for t in ("vmlinuz", "initrd.img"))
+        with on_this_thread() as events:
+            for prefix, url in (("boot/o", kernel), ("boot/o", initrd), ("boot/o", kernel),
+                                ("boot/p", kernel)):
+                status, _, body = await proxy.fetch_boot_file(prefix, url)
+                assert status == 200, body
+            # The push is the test's own file work: on a thread, not watched.
+            await asyncio.to_thread(pusher.push, "os/netboot", "1",
+                                    {"vmlinuz": b"k2" * 5000, "initrd.img": b"i2" * 5000})
+            status, _, body = await proxy.fetch_boot_file("boot/o", kernel)
+            assert (status, body["status"]) == (200, "published"), body
+        assert events == []
+    finally:
+        registry.stop()
 
 
 def test_the_hook_sees_file_work_on_the_watched_thread(tmp_path) -> None:

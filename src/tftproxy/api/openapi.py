@@ -262,7 +262,8 @@ def openapi_document() -> dict[str, Any]:
             "operationId": "fetchBootFile",
             "summary": "Fetch a boot file into the TFTP root, transactionally",
             "description": "The destination is `prefix + '-' + basename(path)`, or "
-                           "`prefix + basename(path)` when prefix ends in `/`. The request "
+                           "`prefix + basename(path)` when prefix ends in `/`; for an oci "
+                           "source the basename is the layer's title. The request "
                            "waits up to `fetch_wait` seconds for the result, then answers 202 "
                            "with the job's status URL. Parameters may also be sent in the "
                            "query string.",
@@ -271,7 +272,9 @@ def openapi_document() -> dict[str, Any]:
                 "properties": {
                     "prefix": {"type": "string", "description": "Destination prefix, "
                                "relative to the TFTP root (Foreman: `boot/<medium>-<hash>`)."},
-                    "path": {"type": "string", "description": "Source URL (http, https)."},
+                    "path": {"type": "string", "description": "Source URL: http(s), or "
+                             "oci://REGISTRY/REPOSITORY:TAG#FILE (also @sha256:DIGEST, "
+                             "oci+http:// for a plain-HTTP registry)."},
                 },
             }),
             "responses": {

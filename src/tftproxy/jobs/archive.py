@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from tftproxy.errors import UnsupportedSource, UpstreamError
 from tftproxy.fetch.extract import Extracted, Limits, extract_members
+from tftproxy.fetch.oci import OciManifests
 from tftproxy.fetch.schemes import FETCHED, check_scheme
 from tftproxy.fetch.verify import ManifestCache, verify
 from tftproxy.jobs.bootfiles import BootFiles
@@ -85,7 +86,7 @@ class ArchiveTransaction:
         self._store = files.store
         self._lockset = LockSet(files.locks)
         self.changes = SetChanges(self._store, self._lockset, files.options.refresh_mode,
-                                  spec.set_id)
+                                  spec.set_id, OciManifests(files.checker.oci))
         self._staging: list[StagingFile] = []
         self._done = done
 
@@ -129,7 +130,10 @@ class ArchiveTransaction:
                 path = str(store.content_path(version.sha256))
             else:
                 version = await self._verified(check)
-                staging, path = check.staging, str(check.staging.path)
+                # An OCI layer already in the store is not staged again: read it in place.
+                staging = check.staging
+                path = str(staging.path if staging is not None
+                           else store.content_path(version.sha256))
             staged = await self._extract(path, version)
             staged[spec.destination] = (version, staging)
             srec = await store.publish(spec.set_id, staged, time.time())

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from tftproxy.errors import InputError
 from tftproxy.fetch.http import Fetcher
-from tftproxy.fetch.schemes import check_scheme
+from tftproxy.fetch.schemes import check_scheme, file_name
 from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
 from tftproxy.jobs.options import JobOptions
@@ -76,7 +76,7 @@ class BootFiles:
         if not prefix or not url:
             raise InputError("both 'prefix' and 'path' are required")
         scheme = check_scheme(url)
-        name, set_id = await self.store.target(prefix, url)
+        name, set_id = await self.store.target(prefix, url, file_name(url))
         return self._start(name, set_id, url, scheme, progress)
 
     async def request_named(self, name: str, url: str,

@@ -8,6 +8,7 @@ does not switch puts each one's previous version back.
 
 from __future__ import annotations
 
+from tftproxy.fetch.oci import OciManifests
 from tftproxy.jobs.locking import LockSet
 from tftproxy.jobs.options import RefreshMode
 from tftproxy.store.aio import AsyncStore
@@ -18,8 +19,9 @@ class SetChanges:
     """The hidden names and staging files of one transaction over the set ``set_id``."""
 
     def __init__(self, store: AsyncStore, lockset: LockSet, refresh_mode: RefreshMode,
-                 set_id: str) -> None:
+                 set_id: str, oci: OciManifests) -> None:
         self._store = store
+        self._oci = oci
         self._lockset = lockset
         self._refresh_mode = refresh_mode
         self._set_id = set_id
@@ -34,6 +36,11 @@ class SetChanges:
 
     def track(self, staging: StagingFile) -> None:
         self._staging.append(staging)
+
+    @property
+    def oci(self) -> OciManifests:
+        """The OCI references this transaction resolved: each is resolved once."""
+        return self._oci
 
     async def hide(self) -> None:
         """In hide mode, take every member out of the tree (once) until the switch."""

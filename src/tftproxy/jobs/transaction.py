@@ -4,6 +4,11 @@ When one member changed (or is new), every other member of the set is revalidate
 same transaction; all switch together, as one new generation, once every member is complete
 and verified. If any fails, nothing switches and every hidden member gets its previous
 version back. Requests for the other members meanwhile join this transaction's member jobs.
+
+Members taken from one OCI artifact share one resolution of its reference in a transaction
+(``self.oci``), so they switch together by construction: when the reference moved, even to a
+manifest whose layer for the requested member is the same, every member is revalidated
+against that one manifest and the set records it whole, or not at all.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from dataclasses import replace
 
 from tftproxy.errors import UpstreamError
+from tftproxy.fetch.oci import OciManifests
 from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
 from tftproxy.jobs.hiding import SetChanges
@@ -37,7 +43,8 @@ class SetTransaction:
         self._options = options
         self._manifests = manifests
         self._lockset = LockSet(locks)
-        self.changes = SetChanges(store, self._lockset, options.refresh_mode, job.set_id)
+        self.changes = SetChanges(store, self._lockset, options.refresh_mode, job.set_id,
+                                  OciManifests(checker.oci))
 
     # ------------------------------------------------------------------- run
 
@@ -61,7 +68,7 @@ class SetTransaction:
             if isinstance(first, Failed):
                 await self.changes.restore()
                 return job.failed(first.reason, kept=cur is not None)
-            if isinstance(first, Unchanged):
+            if isinstance(first, Unchanged) and not first.moved:
                 was_hidden = self.changes.hidden
                 await self.changes.restore()
                 if was_hidden:
@@ -78,13 +85,15 @@ class SetTransaction:
             await self.changes.restore()
             raise
         finally:
+            self.changes.oci.close()
             await self.changes.discard_staging()
 
-    async def _switch(self, first: Changed, cur: Version | None,
+    async def _switch(self, first: Changed | Unchanged, cur: Version | None,
                       others: list[Record]) -> FetchResult:
         job = self.job
         member_jobs = [self._member_job(m) for m in others]
-        await self.changes.hide()
+        if isinstance(first, Changed):
+            await self.changes.hide()
         checks: list[Check] = [first]
         checks += await asyncio.gather(*(
             self._checker.check(mj.name, mj.url, m.current, mj.progress, self.changes)
@@ -92,7 +101,20 @@ class SetTransaction:
         if not any(isinstance(c, Failed) for c in checks):
             checks = await self._verify(checks)
         failures = [c for c in checks if isinstance(c, Failed)]
-        if failures:
+        if not failures and not any(isinstance(c, Changed) for c in checks):
+            return await self._all_unchanged(checks, member_jobs)
+        srec = None
+        if not failures:
+            staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
+                      for c in checks if not isinstance(c, Failed)}
+            try:
+                srec = await self._store.publish(job.set_id, staged, time.time())
+            except FileNotFoundError as exc:
+                # Content found in the store (an OCI layer, not downloaded again) was cleaned
+                # up before the switch: nothing switched.
+                failures = [Failed(job.name, job.url, f"{exc}: clean-up removed it meanwhile; "
+                                                      f"try again")]
+        if srec is None:
             await self.changes.restore()
             detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
             for mj, c in zip(member_jobs, checks[1:], strict=True):
@@ -101,9 +123,6 @@ class SetTransaction:
                 self._registry.retire(mj)
             return job.failed(f"boot set {job.set_id} not switched: {detail}",
                               kept=cur is not None)
-        staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
-                  for c in checks if not isinstance(c, Failed)}
-        srec = await self._store.publish(job.set_id, staged, time.time())
         self.changes.settled()
         results = []
         for c in checks:
@@ -112,6 +131,24 @@ class SetTransaction:
                 status="published" if isinstance(c, Changed) else "unchanged", name=c.name,
                 source=c.url, size=c.version.size, sha256=c.version.sha256,
                 final_url=c.final_url, set=job.set_id, generation=srec.current))
+        for mj, result in zip(member_jobs, results[1:], strict=True):
+            mj.finish(result)
+            self._registry.retire(mj)
+        return results[0]
+
+    async def _all_unchanged(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
+        """A moved OCI reference whose manifest holds the same bytes for every member: no new
+        generation, only the new manifest recorded for each."""
+        await self.changes.restore()
+        now = time.time()
+        results = []
+        for c in checks:
+            assert isinstance(c, Unchanged)
+            rec = await self._store.mark_checked(c.name, c.version, now)
+            results.append(FetchResult(
+                status="unchanged", name=c.name, source=c.url, size=c.version.size,
+                sha256=c.version.sha256, final_url=c.final_url, set=self.job.set_id,
+                generation=rec.generation))
         for mj, result in zip(member_jobs, results[1:], strict=True):
             mj.finish(result)
             self._registry.retire(mj)
@@ -133,7 +170,8 @@ class SetTransaction:
         cache = ManifestCache(self._manifests)
         out: list[Check] = []
         for c in checks:
-            if isinstance(c, Failed):
+            if isinstance(c, Failed) or c.version.manifest_digest is not None:
+                # An OCI layer is verified by construction: its bytes match its digest.
                 out.append(c)
                 continue
             try:

@@ -109,6 +109,10 @@ class Settings(BaseModel):
     retry_backoff: float = Field(1.0, ge=0, description="First retry delay (s); doubles each try.")
     ca_bundle: Path | None = Field(None, description="Extra CA bundle for upstream TLS.")
     http_proxy: str | None = Field(None, description="Proxy URL for upstream requests.")
+    oci_auth_file: Path | None = Field(
+        None, description="Credentials for OCI registries: a containers auth.json "
+        "(podman login --authfile FILE REGISTRY) or Docker's config.json; read once."
+    )
     max_file_size: int = Field(
         4 * 1024**3, gt=0, description="Largest boot file accepted, in bytes."
     )

@@ -84,10 +84,12 @@ class AsyncStore:
 
     # ------------------------------------------------------------- publishing
 
-    async def target(self, prefix: str, url: str) -> tuple[str, str]:
-        """The published name and the boot set of a request (NameRefused if not allowed)."""
+    async def target(self, prefix: str, url: str,
+                     file_name: str | None = None) -> tuple[str, str]:
+        """The published name and the boot set of a request (NameRefused if not allowed);
+        ``file_name`` stands for the URL's basename when the source names its file otherwise."""
         names = self.store.names
-        name, set_id = names.derive(prefix, url), names.set_id(prefix)
+        name, set_id = names.derive(prefix, url, file_name), names.set_id(prefix)
         now = time.monotonic()
         if self._checked_paths.get(name, 0.0) < now:
             await self._run(names.check_path, name)
