@@ -20,7 +20,11 @@ PER_MAC = {
     "syslinux": ["pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"],
     "pxelinux": ["pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"],
     "pxegrub": ["grub/menu.lst.01AABBCCDDEEFF", "grub/01-AA-BB-CC-DD-EE-FF"],
-    "pxegrub2": ["grub2/grub.cfg-01-aa-bb-cc-dd-ee-ff", "grub2/grub.cfg-aa:bb:cc:dd:ee:ff"],
+    # smart-proxy since #36833: the host-config copies too, whether or not targetos is sent.
+    "pxegrub2": ["grub2/grub.cfg-01-aa-bb-cc-dd-ee-ff", "grub2/grub.cfg-aa:bb:cc:dd:ee:ff",
+                 "host-config/aa-bb-cc-dd-ee-ff/grub2/grub.cfg",
+                 "host-config/aa-bb-cc-dd-ee-ff/grub2/grub.cfg-01-aa-bb-cc-dd-ee-ff",
+                 "host-config/aa-bb-cc-dd-ee-ff/grub2/grub.cfg-aa:bb:cc:dd:ee:ff"],
     "ztp": ["ztp.cfg/AABBCCDDEEFF", "ztp.cfg/AABBCCDDEEFF.cfg"],
     "poap": ["poap.cfg/AABBCCDDEEFF"],
     "ipxe": ["pxelinux.cfg/01-aa-bb-cc-dd-ee-ff.ipxe"],
@@ -179,8 +183,11 @@ async def test_short_mac_groups_are_zero_padded(proxy) -> None:
     p: ServedProxy = await proxy()
     r = await p.foreman("POST", "/tftp/pxegrub2/a:b:c:d:e:f", {"pxeconfig": "x"})
     assert r.status == 200
+    host = "host-config/0a-0b-0c-0d-0e-0f/grub2"
     assert tree(p.root) == {"grub2/grub.cfg-01-0a-0b-0c-0d-0e-0f",
-                            "grub2/grub.cfg-0a:0b:0c:0d:0e:0f"}
+                            "grub2/grub.cfg-0a:0b:0c:0d:0e:0f", f"{host}/grub.cfg",
+                            f"{host}/grub.cfg-01-0a-0b-0c-0d-0e-0f",
+                            f"{host}/grub.cfg-0a:0b:0c:0d:0e:0f"}
 
 
 async def test_server_name(proxy) -> None:
