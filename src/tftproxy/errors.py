@@ -17,6 +17,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   │   └── UnknownVariant
     │   └── PacketError            a TFTP datagram that is not a valid packet
     ├── Refused                    asks for what is not served, or by whom it is not allowed
+    │   ├── NotRegularFile         a directory, device or pipe where a file was asked for
     │   └── Untrusted              a caller outside trusted_hosts / without a certificate
     ├── NotFound                   what was asked for does not exist
     │   ├── ConfigNotFound
@@ -81,6 +82,14 @@ class PacketError(InputError):
 
 class Refused(TftproxyError):
     """A client asked to read something outside what the tree serves, or may not ask."""
+
+
+class NotRegularFile(Refused):
+    """What a reader asked for is a directory (``directory``) or a device, pipe or socket."""
+
+    def __init__(self, reason: str, *, directory: bool) -> None:
+        super().__init__(reason)
+        self.directory = directory
 
 
 class Untrusted(Refused):

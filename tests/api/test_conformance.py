@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import tftproxy
+
 from tests.api.conftest import ServedProxy
 from tests.helpers.api import foreman_success
 
@@ -204,24 +206,31 @@ async def test_server_name(proxy) -> None:
 async def test_features_version_v2(proxy) -> None:
     p: ServedProxy = await proxy(tftp_servername="tftp.example.test")
     r = await p.foreman("GET", "/features")
-    assert (r.status, json.loads(r.text)) == (200, ["tftp"])
+    assert (r.status, json.loads(r.text)) == (200, ["httpboot", "logs", "tftp"])
     r = await p.foreman("GET", "/version")
     version = json.loads(r.text)
     assert r.status == 200
-    assert set(version) == {"version", "modules"}
-    assert version["modules"] == {"tftp": version["version"]}
+    assert version == {"version": "3.13.0", "tftproxy": tftproxy.__version__,
+                       "modules": {"tftp": "3.13.0", "httpboot": "3.13.0", "logs": "3.13.0"}}
     r = await p.foreman("GET", "/v2/features")
     assert r.status == 200
-    assert json.loads(r.text) == {"tftp": {
-        "http_enabled": True, "https_enabled": False,
-        "settings": {"tftp_servername": "tftp.example.test"},
-        "state": "running", "capabilities": []}}
+    port = int(p.url.rsplit(":", 1)[1])
+    assert json.loads(r.text) == {
+        "tftp": {"http_enabled": True, "https_enabled": False,
+                 "settings": {"tftp_servername": "tftp.example.test"},
+                 "state": "running", "capabilities": []},
+        "httpboot": {"http_enabled": True, "https_enabled": False,
+                     "settings": {"http_port": port, "https_port": None},
+                     "state": "running", "capabilities": []},
+        "logs": {"http_enabled": True, "https_enabled": False, "settings": {},
+                 "state": "running", "capabilities": []}}
 
 
 async def test_module_disabled(proxy) -> None:
     p: ServedProxy = await proxy(feature_enabled=False)
-    assert json.loads((await p.call("GET", "/features")).text) == []
-    assert json.loads((await p.call("GET", "/version")).text)["modules"] == {}
+    assert json.loads((await p.call("GET", "/features")).text) == ["httpboot", "logs"]
+    assert set(json.loads((await p.call("GET", "/version")).text)["modules"]) == {
+        "httpboot", "logs"}
     v2 = json.loads((await p.call("GET", "/v2/features")).text)
     assert v2["tftp"]["state"] == "disabled"
     assert not v2["tftp"]["http_enabled"]

@@ -27,7 +27,7 @@ from tftproxy.store.locks import NameLock
 from tftproxy.store.objects import StagingFile
 from tftproxy.store.records import Record, SetRecord, Version
 from tftproxy.store.recovery import RecoveryReport
-from tftproxy.store.serving import ServedFile
+from tftproxy.store.serving import ServedFile, ServedTree
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -187,8 +187,10 @@ class AsyncStore:
 
     # ---------------------------------------------------------------- readers
 
-    async def open_served(self, requested: str, client: str | None = None) -> ServedFile:
-        return await self._run(self.store.serving.open_served, requested, client)
+    async def open_served(self, requested: str, client: str | None = None,
+                          tree: ServedTree | None = None) -> ServedFile:
+        """Open a file for a reader, from the store's tree or from ``tree``."""
+        return await self._run((tree or self.store.serving).open_served, requested, client)
 
     async def is_refreshing(self, requested: str) -> bool:
         return await self._run(self.store.serving.is_refreshing, requested)

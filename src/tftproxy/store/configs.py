@@ -13,12 +13,14 @@ The per-host tree ``R/host-config/aa-bb-cc-dd-ee-ff/`` is maintained as well:
 
 * pxegrub2: ``grub2/`` always gets the config as ``grub.cfg``, ``grub.cfg-01-<mac>``,
   ``grub.cfg-<mac>`` (as smart-proxy does since #36833); with Foreman's newer ``targetos``,
-  ``release``, ``arch``, ``bootfile_suffix`` also relative symlinks to every ``*.efi`` of ``R/bootloader-universe/pxegrub2/<os>/<release>/
-  <arch>/`` (``<release>`` falling back to ``default``), or, without such a directory,
-  ``boot.efi`` and ``grub<suffix>.efi`` -> ``R/grub2/grub<suffix>.efi``, ``boot-sb.efi`` and
-  ``shim<suffix>.efi`` -> ``R/grub2/shim<suffix>.efi``;
-* with those parameters only, syslinux/pxelinux: ``pxe/01-<mac>`` -> ``../../../pxelinux.cfg/01-<mac>``;
-* ipxe: ``ipxe/01-<mac>`` -> ``../../../pxelinux.cfg/01-<mac>.ipxe``.
+  ``release``, ``arch``, ``bootfile_suffix`` also relative symlinks to every ``*.efi`` of
+  ``R/bootloader-universe/pxegrub2/<os>/<release>/<arch>/`` (``<release>`` falling back to
+  ``default``), or, without such a directory, ``boot.efi`` and ``grub<suffix>.efi`` ->
+  ``R/grub2/grub<suffix>.efi``, ``boot-sb.efi`` and ``shim<suffix>.efi`` ->
+  ``R/grub2/shim<suffix>.efi``;
+* with those parameters only, syslinux/pxelinux: ``pxe/01-<mac>`` ->
+  ``../../../pxelinux.cfg/01-<mac>``; ipxe: ``ipxe/01-<mac>`` ->
+  ``../../../pxelinux.cfg/01-<mac>.ipxe``.
 
 ``DELETE`` removes the variant's part of that tree, and the host's directory once it is empty,
 so deleting one variant never breaks another variant's boot.
