@@ -247,7 +247,7 @@ async def test_slow_fetch_answers_202_and_the_job_url_reports_it(
 ) -> None:
     gate = threading.Event()
     upstream.routes["/vmlinuz"] = lambda s: Reply(body=V1, pause_at=10_000, pause=gate)
-    proxy = await api(fetch_wait=0.3)
+    proxy = await api(fetch_wait=1.0)
     async with proxy.session.post(f"{proxy.base}/tftp/fetch_boot_file",
                                   data={"prefix": "boot/a", "path": upstream.url("/vmlinuz")},
                                   headers={"Accept": "json"}) as resp:

@@ -80,6 +80,11 @@ class SetTransaction:
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
         try:
+            if cur is None:
+                # A host may boot during the first fetch (after a 202): our servers hold its
+                # requests until the file is published, whatever the refresh mode.
+                await store.begin_first_fetch(job.name)
+                self._hidden_names.append(job.name)
             first = await self._checker.check(job.name, job.url, cur, job.progress, self)
             if isinstance(first, Failed):
                 await self._restore()
@@ -170,7 +175,8 @@ class SetTransaction:
         return out
 
     async def _restore(self) -> None:
-        """Put the previous versions back (after a failure, or when nothing changed)."""
+        """Put the previous versions back (after a failure, or when nothing changed); a
+        first fetch's mark goes."""
         if self._settled:
             return
         self._settled = True

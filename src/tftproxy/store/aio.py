@@ -127,6 +127,9 @@ class AsyncStore:
     async def begin_refresh(self, name: str, hide: bool) -> Record:
         return await self._run(self.store.transactions.begin_refresh, name, hide)
 
+    async def begin_first_fetch(self, name: str) -> Record:
+        return await self._run(self.store.transactions.begin_first_fetch, name)
+
     async def abort_refresh(self, name: str) -> Record | None:
         return await self._run(self.store.transactions.abort_refresh, name)
 

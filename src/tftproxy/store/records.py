@@ -24,7 +24,9 @@ from tftproxy.store.names import name_key
 RECORD_FORMAT = 1
 
 T = TypeVar("T")
-RecordState = Literal["published", "refreshing"]
+# "fetching": the name's first version is being fetched; nothing is published yet, and readers
+# of our servers wait for it (``hidden``) unless a file not of ours already stands there.
+RecordState = Literal["published", "refreshing", "fetching"]
 _CACHE_SIZE = 4096
 
 

@@ -124,7 +124,8 @@ class ServedTree:
         return ServedFile(fd=fd, size=st.st_size, mtime=st.st_mtime, name=served_name(requested))
 
     def is_refreshing(self, requested: str) -> bool:
-        """True while a changed version of this name downloads with the name hidden."""
+        """True while this name waits for a version being fetched: a changed one with the
+        name hidden, or its first one (worth holding a reader for)."""
         try:
             name = served_name(requested)
         except Refused:
