@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import tftproxy
-
 from tests.api.conftest import ServedProxy
 from tests.helpers.api import foreman_success
 
