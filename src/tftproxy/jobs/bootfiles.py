@@ -17,7 +17,7 @@ from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
 from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry, ProgressFn
-from tftproxy.jobs.results import FetchResult
+from tftproxy.jobs.results import FetchResult, failure_text
 from tftproxy.jobs.transaction import SetTransaction
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.recovery import RecoveryReport
@@ -117,4 +117,6 @@ class BootFiles:
                     "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name, job.url,
                     result.size, result.sha256)
         else:
-            log.warning("fetch of %s for %s failed: %s", job.url, job.name, result.message)
+            # An error, not a warning: the caller may have had its 202 long ago, and this line
+            # is what Foreman shows of it (its proxy page lists and counts the proxy's errors).
+            log.error("%s (boot file %s)", failure_text(job.url, result), job.name)
