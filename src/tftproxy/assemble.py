@@ -23,7 +23,7 @@ from tftproxy.tftp.server import ServerConfig
 from tftproxy.tftp.workers import TftpHandle
 
 if TYPE_CHECKING:
-    from tftproxy.fetch.http import Fetcher
+    from tftproxy.fetch.schemes import Fetchers
     from tftproxy.jobs.bootfiles import BootFiles
 
 
@@ -100,12 +100,12 @@ def served_tree(settings: Settings) -> ServedTree:
     return ServedTree(Layout.at(settings.tftproot), settings.pin_window)
 
 
-def fetcher(settings: Settings) -> Fetcher:
+def fetcher(settings: Settings) -> Fetchers:
     # Imported here: `tftproxy tftpd` serves TFTP from its own process and never needs the
     # HTTP client (nor its memory).
-    from tftproxy.fetch.http import Fetcher
+    from tftproxy.fetch.schemes import Fetchers
 
-    return Fetcher(fetch_options(settings))
+    return Fetchers(fetch_options(settings))
 
 
 def boot_files(settings: Settings, tree: BootStore | None = None) -> BootFiles:

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "POST /tftp/fetch_boot_file does. Exits non-zero on failure.")
     _add_common(p)
     p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
-    p.add_argument("url", metavar="URL", help="source URL (http or https)")
+    p.add_argument("url", metavar="URL", help="source URL (http, https or ftp)")
     p.set_defaults(func=commands.cmd_fetch)
 
     p = sub.add_parser("status", help="list published boot files and their sources",

@@ -108,6 +108,7 @@ class Fetcher:
         *,
         etag: str | None = None,
         last_modified: str | None = None,
+        size: int | None = None,
         on_response: OnResponse | None = None,
         progress: ProgressFn | None = None,
     ) -> Downloaded | NotModified:
@@ -115,7 +116,7 @@ class Fetcher:
 
         ``sink()`` gives a fresh, empty file for each attempt that gets a body: a failed
         attempt's bytes are never continued. ``on_response`` runs once a 200's headers are
-        in, before the body.
+        in, before the body. ``size`` is not sent: HTTP's validators say enough.
         """
         return await retrying(self.options, url, lambda: self._attempt(
             url, sink, etag, last_modified, on_response, progress))

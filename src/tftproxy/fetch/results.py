@@ -45,3 +45,21 @@ class Downloaded:
 ProgressFn = Callable[[int, int | None], None]
 SinkFactory = Callable[[], Awaitable[Sink]]
 OnResponse = Callable[[Validators], Awaitable[None]]
+
+
+class Downloader(Protocol):
+    """What the jobs download with, whatever the URL's scheme (:mod:`tftproxy.fetch.schemes`).
+
+    ``fetch`` is one conditional download: ``etag``, ``last_modified`` and ``size`` are the
+    published version's, ``sink()`` gives a fresh file per attempt, ``on_response`` hears
+    the new validators before the body. ``get_text`` reads a small document (None: absent).
+    """
+
+    async def fetch(self, url: str, sink: SinkFactory, *, etag: str | None = None,
+                    last_modified: str | None = None, size: int | None = None,
+                    on_response: OnResponse | None = None,
+                    progress: ProgressFn | None = None) -> Downloaded | NotModified: ...
+
+    async def get_text(self, url: str, limit: int) -> str | None: ...
+
+    async def close(self) -> None: ...

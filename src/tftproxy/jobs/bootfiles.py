@@ -11,7 +11,7 @@ import contextlib
 import logging
 
 from tftproxy.errors import InputError
-from tftproxy.fetch.http import Fetcher
+from tftproxy.fetch.results import Downloader
 from tftproxy.fetch.schemes import check_scheme
 from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
@@ -31,7 +31,7 @@ class BootFiles:
     It owns all three: :meth:`close` ends the jobs and closes the fetcher and the store.
     """
 
-    def __init__(self, store: AsyncStore, fetcher: Fetcher, options: JobOptions) -> None:
+    def __init__(self, store: AsyncStore, fetcher: Downloader, options: JobOptions) -> None:
         self.store = store
         self.fetcher = fetcher
         self.options = options

@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tftproxy.errors import UpstreamError
-from tftproxy.fetch.http import Fetcher
-from tftproxy.fetch.results import NotModified, ProgressFn, Sink, Validators
+from tftproxy.fetch.results import Downloader, NotModified, ProgressFn, Sink, Validators
 from tftproxy.jobs.options import JobOptions
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.objects import StagingFile
@@ -88,7 +87,7 @@ class SetChangeHooks(Protocol):
 class Checker:
     """Runs member checks for the jobs of one process."""
 
-    def __init__(self, store: AsyncStore, fetcher: Fetcher, options: JobOptions) -> None:
+    def __init__(self, store: AsyncStore, fetcher: Downloader, options: JobOptions) -> None:
         self.store = store
         self.fetcher = fetcher
         self.options = options
@@ -119,6 +118,7 @@ class Checker:
                 url, new_sink,
                 etag=cur.etag if same_source and cur else None,
                 last_modified=cur.last_modified if same_source and cur else None,
+                size=cur.size if same_source and cur else None,
                 on_response=on_response, progress=progress,
             )
         except UpstreamError as exc:
