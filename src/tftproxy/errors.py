@@ -1,6 +1,6 @@
 """Every error tftproxy raises on purpose, under one root.
 
-``str()`` of each is a one-line reason fit to show an admin (Foreman's error dialog, a log
+``str()`` of each is a one-line reason fit to show an admin (Foreman's log view, a log
 line, the CLI). The classes say what kind of failure it is; which HTTP status answers it is
 the API's decision (:mod:`tftproxy.api.responses` holds the one table), never the error's.
 
@@ -117,7 +117,7 @@ class RecordUnreadable(LocalFailure, ValueError):
 
 
 class UpstreamError(TftproxyError):
-    """A download failed; ``str()`` is a one-line reason fit for Foreman's error dialog.
+    """A download failed; ``str()`` is a one-line reason fit for the log Foreman lists.
 
     ``retryable`` marks what may succeed on a second attempt (connection errors, 5xx);
     ``local`` marks a failure of this machine (disk full) rather than of the upstream.

@@ -284,7 +284,8 @@ def openapi_document() -> dict[str, Any]:
                 "properties": {
                     "prefix": {"type": "string", "description": "Destination prefix, "
                                "relative to the TFTP root (Foreman: `boot/<medium>-<hash>`)."},
-                    "path": {"type": "string", "description": "Source URL (http, https)."},
+                    "path": {"type": "string", "description": "Source URL (http, https, "
+                             "ftp; nfs is accepted and ignored)."},
                 },
             }),
             "responses": {
