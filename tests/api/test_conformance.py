@@ -6,14 +6,13 @@ The expected file names are copied from the contract's table, not computed by tf
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 import tftproxy
 from tests.api.conftest import ServedProxy
 from tests.helpers.api import foreman_success
+from tests.helpers.tree import files_under
 
 MAC = "aa:bb:cc:dd:ee:ff"
 
@@ -42,14 +41,7 @@ FOREMAN_KIND = {"pxelinux": "PXELinux", "pxegrub": "PXEGrub", "pxegrub2": "PXEGr
                 "ipxe": "iPXE", "ztp": "ZTP", "poap": "POAP", "syslinux": "Syslinux"}
 
 
-def tree(root: Path) -> set[str]:
-    """Every file and link under the root, except tftproxy's own state."""
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != ".tftproxy"]
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            found.add(os.path.relpath(os.path.join(dirpath, name), root))
-    return found
+tree = files_under
 
 
 @pytest.mark.parametrize("variant", sorted(PER_MAC))

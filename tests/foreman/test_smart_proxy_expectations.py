@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from tests.foreman.conftest import Served
 from tests.helpers.ftp import Vsftpd
 from tests.helpers.nginx import Nginx
+from tests.helpers.tree import files_under
 from tests.helpers.upstream import Reply, Upstream
 from tftproxy.settings.model import Settings
 from tftproxy.settings.sources import load
@@ -30,13 +30,6 @@ VARIANTS = ["syslinux", "pxelinux", "pxegrub", "pxegrub2", "ztp", "poap", "ipxe"
 FETCH = "/tftp/fetch_boot_file"
 
 
-def _files(root: Path) -> set[str]:
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != ".tftproxy"]
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            found.add(os.path.relpath(os.path.join(dirpath, name), root))
-    return found
 
 
 # ----------------------------------------------------------- test/tftp/tftp_api_test.rb
@@ -108,13 +101,6 @@ def test_boot_file_destinations(serve, scheme: str, upstream: Upstream) -> None:
     assert body == (f"TFTP: Failed to fetch boot file: prefix '/other/root/boot/file' is an "
                     f"absolute path outside the TFTP root {p.root}")
     assert not Path("/other/root").exists()
-
-
-@pytest.fixture
-def ftp(tmp_path: Path) -> Iterator[Vsftpd]:
-    server = Vsftpd(tmp_path / "ftp")
-    yield server
-    server.stop()
 
 
 def test_http_https_and_ftp_sources_are_fetched_nfs_ignored_others_refused(
@@ -204,11 +190,11 @@ def test_tftp_server_set_get_del_and_create_default(serve, scheme: str) -> None:
     for variant, files in PER_MAC.items():
         assert p.request("POST", f"/tftp/{variant}/{MAC}", {"pxeconfig": "file content"}) == (
             200, "")
-        assert _files(p.root) == set(files)  # write_file made the parent directories
+        assert files_under(p.root) == set(files)  # write_file made the parent directories
         assert all((p.root / f).read_text() == "file content" for f in files)
         assert p.request("GET", f"/tftp/{variant}/{MAC}") == (200, "file content")
         assert p.request("DELETE", f"/tftp/{variant}/{MAC}") == (200, "")
-        assert _files(p.root) == set(), f"{variant}: del removes every file (host-config too)"
+        assert files_under(p.root) == set(), f"{variant}: del removes every file (host-config too)"
         # delete_file of a missing file is not an error
         assert p.request("DELETE", f"/tftp/{variant}/{MAC}") == (200, "")
     for variant, files in DEFAULT.items():

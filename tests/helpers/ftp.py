@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers.nginx import free_port
-
-
-def find_vsftpd() -> str:
-    for cand in (shutil.which("vsftpd"), "/usr/sbin/vsftpd"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise RuntimeError("vsftpd not found: run scripts/system-deps (Debian package vsftpd)")
+from tests.helpers.nginx import find_program, free_port, stop_process
 
 
 class Vsftpd:
@@ -46,8 +38,8 @@ class Vsftpd:
             f"anon_max_rate={rate}", "xferlog_enable=YES", "log_ftp_protocol=YES",
             "xferlog_std_format=NO", f"vsftpd_log_file={self.log}", "",
         ]))
-        self.proc = subprocess.Popen([find_vsftpd(), str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([find_program("vsftpd", "vsftpd"), str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -83,10 +75,4 @@ class Vsftpd:
                    if f'"RETR {path}"' in line)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)

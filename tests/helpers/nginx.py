@@ -22,11 +22,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def find_nginx() -> str:
-    for cand in (shutil.which("nginx"), "/usr/sbin/nginx"):
+def find_program(name: str, package: str) -> str:
+    """A daemon from Debian, on PATH or in /usr/sbin."""
+    for cand in (shutil.which(name), f"/usr/sbin/{name}"):
         if cand and os.access(cand, os.X_OK):
             return cand
-    raise RuntimeError("nginx not found: run scripts/system-deps (Debian package nginx-light)")
+    raise RuntimeError(f"{name} not found: run scripts/system-deps (Debian package {package})")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server, killed if it does not go within 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class Nginx:
@@ -67,8 +79,9 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen([find_nginx(), "-c", str(conf), "-p", str(base)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [find_program("nginx", "nginx-light"), "-c", str(conf), "-p", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -122,10 +135,4 @@ http {{
         return self._entries(uri)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

@@ -33,13 +33,6 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def ftp(tmp_path: Path) -> Iterator[Vsftpd]:
-    server = Vsftpd(tmp_path / "ftp")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def slow_ftp(tmp_path: Path) -> Iterator[Vsftpd]:
     server = Vsftpd(tmp_path / "slow-ftp", rate=400_000)
     yield server

@@ -175,25 +175,25 @@ def _path(url: str) -> str:
     return path
 
 
-async def _size(client: aioftp.Client, path: str) -> int | None:
-    """SIZE, or None where the server does not say (the download then tells)."""
+async def _file_status(client: aioftp.Client, command: str, path: str) -> str | None:
+    """The value of a ``213`` reply to SIZE or MDTM, or None where the server does not say
+    (the download then tells what it can)."""
     try:
-        _, info = await client.command(f"SIZE {path}", "213")
+        _, info = await client.command(f"{command} {path}", "213")
     except aioftp.StatusCodeError:
         return None
-    try:
-        return int(" ".join(info).strip().split()[-1])
-    except (ValueError, IndexError):
-        return None
+    words = " ".join(info).split()
+    return words[-1] if words else None
+
+
+async def _size(client: aioftp.Client, path: str) -> int | None:
+    value = await _file_status(client, "SIZE", path)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 async def _mdtm(client: aioftp.Client, path: str) -> str | None:
-    try:
-        _, info = await client.command(f"MDTM {path}", "213")
-    except aioftp.StatusCodeError:
-        return None
-    text = " ".join(info).strip().split()
-    return mdtm_to_http_date(text[-1]) if text else None
+    value = await _file_status(client, "MDTM", path)
+    return mdtm_to_http_date(value) if value is not None else None
 
 
 def _retr(client: aioftp.Client, path: str) -> contextlib.AbstractAsyncContextManager[
