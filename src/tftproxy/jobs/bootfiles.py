@@ -23,6 +23,8 @@ from tftproxy.store.aio import AsyncStore
 from tftproxy.store.recovery import RecoveryReport
 
 log = logging.getLogger(__name__)
+# Each job's outcome, one line; a caller that shows outcomes itself (the CLI) mutes it.
+results_log = logging.getLogger("tftproxy.fetches")
 
 
 class BootFiles:
@@ -113,10 +115,10 @@ class BootFiles:
         self.registry.retire(job)
         if result.ok:
             # Up-to-date checks are most requests; the access log already shows them.
-            log.log(logging.DEBUG if result.status == "unchanged" else logging.INFO,
-                    "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name, job.url,
-                    result.size, result.sha256)
+            results_log.log(logging.DEBUG if result.status == "unchanged" else logging.INFO,
+                            "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name,
+                            job.url, result.size, result.sha256)
         else:
             # An error, not a warning: the caller may have had its 202 long ago, and this line
             # is what Foreman shows of it (its proxy page lists and counts the proxy's errors).
-            log.error("%s (boot file %s)", failure_text(job.url, result), job.name)
+            results_log.error("%s (boot file %s)", failure_text(job.url, result), job.name)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     FilePath,
@@ -51,6 +53,48 @@ class FeatureMode(StrEnum):
 
 
 TLS_VERSIONS = ("1.2", "1.3")
+
+
+def _enabled(value: Any) -> Any:
+    # YAML reads `enabled: true` as a boolean and `enabled: https` as a string.
+    if isinstance(value, bool):
+        return FeatureMode.ON if value else FeatureMode.OFF
+    return value
+
+
+def _version(value: str | None) -> str | None:
+    if value is not None and not is_version(value.strip()):
+        raise ValueError("must be a version like 3.13.0 (major.minor[.patch])")
+    return None if value is None else value.strip()
+
+
+def _addresses(value: Any) -> Any:
+    # One address or a comma-separated list is accepted where a list is expected
+    # (TFTPROXY_TFTP_LISTEN=127.0.0.1:69,[::1]:69).
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _tftp_addresses(value: list[str]) -> list[str]:
+    for address in value:
+        parse_hostport(address, default_port=69)
+    return value
+
+
+Enabled = Annotated[FeatureMode, BeforeValidator(_enabled)]
+VersionText = Annotated[str | None, AfterValidator(_version)]
+TftpAddresses = Annotated[list[str], BeforeValidator(_addresses), AfterValidator(_tftp_addresses)]
+
+
+def _check_module_listeners(settings: Settings, module: str) -> None:
+    key = "feature_enabled" if module == "tftp" else f"{module}_enabled"
+    mode = settings.module_mode(module)
+    if mode is FeatureMode.HTTP and not settings.http_enabled:
+        raise ValueError(f"{key} is http but http_enabled is false")
+    if mode is FeatureMode.HTTPS and not settings.https_enabled:
+        raise ValueError(f"{key} is https but HTTPS is not configured "
+                         "(ssl_certificate, ssl_private_key, ssl_ca_file)")
 
 
 class Settings(BaseModel):
@@ -97,11 +141,11 @@ class Settings(BaseModel):
     forward_verify: bool = Field(
         True, description="Over HTTP, require the reverse DNS name to resolve back to the client."
     )
-    feature_enabled: FeatureMode = Field(
+    feature_enabled: Enabled = Field(
         FeatureMode.ON,
         description="smart-proxy's tftp `enabled`: true, false, or http / https for one of them.",
     )
-    smart_proxy_version: str | None = Field(
+    smart_proxy_version: VersionText = Field(
         None,
         description="The version GET /version reports to Foreman, which warns unless it is its "
         "own major.minor or the next minor. Unset: the VERSION of a smart-proxy installed "
@@ -109,7 +153,7 @@ class Settings(BaseModel):
     )
 
     # --- smart-proxy's httpboot and logs modules ---
-    httpboot_enabled: FeatureMode = Field(
+    httpboot_enabled: Enabled = Field(
         FeatureMode.ON,
         description="smart-proxy's httpboot `enabled`: serve /httpboot/ and /EFI/ on both "
         "listeners (true), neither (false), or one (http / https).",
@@ -118,7 +162,7 @@ class Settings(BaseModel):
         None, description="smart-proxy's httpboot `root_dir`: the tree served over HTTP boot. "
         "Unset: the TFTP root.",
     )
-    logs_enabled: FeatureMode = Field(
+    logs_enabled: Enabled = Field(
         FeatureMode.ON, description="smart-proxy's logs `enabled`: GET /logs/ for Foreman.",
     )
     log_buffer: int = Field(
@@ -180,7 +224,7 @@ class Settings(BaseModel):
     )
 
     # --- TFTP server ---
-    tftp_listen: list[str] = Field(
+    tftp_listen: TftpAddresses = Field(
         default_factory=list,
         description="HOST:PORT addresses (IPv6 as [ADDR]:PORT; port 69 if omitted) where "
         "tftproxy serves TFTP itself; empty: no TFTP server (in.tftpd or dnsmasq serves the tree).",
@@ -213,42 +257,12 @@ class Settings(BaseModel):
         "(the client retries), so a storm cannot exhaust file descriptors.",
     )
 
-    @field_validator("tftp_listen", mode="before")
-    @classmethod
-    def _split_tftp_listen(cls, value: Any) -> Any:
-        # One address or a comma-separated list is accepted where a list is expected
-        # (TFTPROXY_TFTP_LISTEN=127.0.0.1:69,[::1]:69).
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("tftp_listen")
-    @classmethod
-    def _check_tftp_listen(cls, value: list[str]) -> list[str]:
-        for address in value:
-            parse_hostport(address, default_port=69)
-        return value
     # --- end of TFTP server ---
 
     @field_validator("listen", "https_listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)
-        return value
-
-    @field_validator("smart_proxy_version")
-    @classmethod
-    def _check_version(cls, value: str | None) -> str | None:
-        if value is not None and not is_version(value.strip()):
-            raise ValueError("must be a version like 3.13.0 (major.minor[.patch])")
-        return None if value is None else value.strip()
-
-    @field_validator("feature_enabled", "httpboot_enabled", "logs_enabled", mode="before")
-    @classmethod
-    def _check_feature(cls, value: Any) -> Any:
-        # YAML reads `enabled: true` as a boolean and `enabled: https` as a string.
-        if isinstance(value, bool):
-            return FeatureMode.ON if value else FeatureMode.OFF
         return value
 
     @field_validator("trusted_hosts")
@@ -281,13 +295,8 @@ class Settings(BaseModel):
         if not self.http_enabled and not self.https_enabled:
             raise ValueError("http_enabled is false and HTTPS is not configured (ssl_certificate, "
                              "ssl_private_key, ssl_ca_file): no API listener is left")
-        for key in ("feature_enabled", "httpboot_enabled", "logs_enabled"):
-            mode = getattr(self, key)
-            if mode is FeatureMode.HTTP and not self.http_enabled:
-                raise ValueError(f"{key} is http but http_enabled is false")
-            if mode is FeatureMode.HTTPS and not self.https_enabled:
-                raise ValueError(f"{key} is https but HTTPS is not configured "
-                                 "(ssl_certificate, ssl_private_key, ssl_ca_file)")
+        for module in MODULES:
+            _check_module_listeners(self, module)
         return self
 
     @property
