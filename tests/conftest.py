@@ -11,6 +11,7 @@ import pytest
 
 from tests.api.certs import Pki, make_pki
 from tests.helpers.api import RunningApi, start_api
+from tests.helpers.ftp import Vsftpd
 from tests.helpers.nginx import Nginx
 from tests.helpers.pki import make_server_pki
 from tests.helpers.upstream import Upstream
@@ -32,6 +33,14 @@ def tls_nginx(tmp_path: Path) -> Iterator[tuple[Nginx, Path]]:
     ca, cert, key = make_server_pki(tmp_path / "pki")
     server = Nginx(tmp_path / "nginx-tls", tls=(cert, key))
     yield server, ca
+    server.stop()
+
+
+@pytest.fixture
+def ftp(tmp_path: Path) -> Iterator[Vsftpd]:
+    """vsftpd serving anonymous FTP on a loopback port."""
+    server = Vsftpd(tmp_path / "ftp")
+    yield server
     server.stop()
 
 

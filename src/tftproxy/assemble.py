@@ -7,11 +7,13 @@ without the settings model, and a setting's meaning is decided once.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tftproxy.fetch.options import FetchOptions
 from tftproxy.jobs.options import JobOptions
-from tftproxy.settings.model import Settings
+from tftproxy.settings.model import FOREMAN_RELEASE, Settings, is_version
 from tftproxy.store import BootStore
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.layout import Layout
@@ -21,8 +23,32 @@ from tftproxy.tftp.server import ServerConfig
 from tftproxy.tftp.workers import TftpHandle
 
 if TYPE_CHECKING:
-    from tftproxy.fetch.http import Fetcher
+    from tftproxy.fetch.schemes import Fetchers
     from tftproxy.jobs.bootfiles import BootFiles
+
+
+# Where the foreman-proxy packages (deb and rpm) install smart-proxy's VERSION file.
+SMART_PROXY_VERSION_FILE = Path("/usr/share/foreman-proxy/VERSION")
+
+
+def smart_proxy_version(settings: Settings,
+                        version_file: Path = SMART_PROXY_VERSION_FILE) -> tuple[str, str]:
+    """The version to report to Foreman as smart-proxy's, and where it came from.
+
+    Foreman warns unless the proxy reports its own major.minor (or the next minor); a
+    smart-proxy installed beside tftproxy was upgraded with Foreman, so its version is the
+    one an admin expects. The setting wins; then that file; then the release tftproxy was
+    checked against.
+    """
+    if settings.smart_proxy_version is not None:
+        return settings.smart_proxy_version, "the smart_proxy_version setting"
+    try:
+        text = version_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if is_version(text):
+        return text, str(version_file)
+    return FOREMAN_RELEASE, f"tftproxy's default (Foreman {FOREMAN_RELEASE})"
 
 
 def fetch_options(settings: Settings) -> FetchOptions:
@@ -63,17 +89,26 @@ def store(settings: Settings, *, create: bool = True) -> BootStore:
     return BootStore(settings.tftproot, create=create, pin_window=settings.pin_window)
 
 
+def httpboot_tree(settings: Settings) -> ServedTree | None:
+    """The tree HTTP boot serves when ``httpboot_root_dir`` is not the TFTP root, else None
+    (the store's own serving face, with its holds and pins)."""
+    root = settings.httpboot_root_dir
+    if root is None or os.path.realpath(root) == os.path.realpath(settings.tftproot):
+        return None
+    return ServedTree(Layout.at(root), pin_window=0)
+
+
 def served_tree(settings: Settings) -> ServedTree:
     """The serving face alone, for a TFTP server beside a store another process writes."""
     return ServedTree(Layout.at(settings.tftproot), settings.pin_window)
 
 
-def fetcher(settings: Settings) -> Fetcher:
+def fetcher(settings: Settings) -> Fetchers:
     # Imported here: `tftproxy tftpd` serves TFTP from its own process and never needs the
     # HTTP client (nor its memory).
-    from tftproxy.fetch.http import Fetcher
+    from tftproxy.fetch.schemes import Fetchers
 
-    return Fetcher(fetch_options(settings))
+    return Fetchers(fetch_options(settings))
 
 
 def boot_files(settings: Settings, tree: BootStore | None = None) -> BootFiles:

@@ -1,6 +1,6 @@
 """Every error tftproxy raises on purpose, under one root.
 
-``str()`` of each is a one-line reason fit to show an admin (Foreman's error dialog, a log
+``str()`` of each is a one-line reason fit to show an admin (Foreman's log view, a log
 line, the CLI). The classes say what kind of failure it is; which HTTP status answers it is
 the API's decision (:mod:`tftproxy.api.responses` holds the one table), never the error's.
 
@@ -18,6 +18,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   │   └── UnknownVariant
     │   └── PacketError            a TFTP datagram that is not a valid packet
     ├── Refused                    asks for what is not served, or by whom it is not allowed
+    │   ├── NotRegularFile         a directory, device or pipe where a file was asked for
     │   └── Untrusted              a caller outside trusted_hosts / without a certificate
     ├── Conflict                   the request does not fit what is published (yet)
     ├── NotFound                   what was asked for does not exist
@@ -90,6 +91,14 @@ class Refused(TftproxyError):
     """A client asked to read something outside what the tree serves, or may not ask."""
 
 
+class NotRegularFile(Refused):
+    """What a reader asked for is a directory (``directory``) or a device, pipe or socket."""
+
+    def __init__(self, reason: str, *, directory: bool) -> None:
+        super().__init__(reason)
+        self.directory = directory
+
+
 class Untrusted(Refused):
     """The caller may not use the route; the message is smart-proxy's 403 text."""
 
@@ -120,7 +129,7 @@ class RecordUnreadable(LocalFailure, ValueError):
 
 
 class UpstreamError(TftproxyError):
-    """A download failed; ``str()`` is a one-line reason fit for Foreman's error dialog.
+    """A download failed; ``str()`` is a one-line reason fit for the log Foreman lists.
 
     ``retryable`` marks what may succeed on a second attempt (connection errors, 5xx);
     ``local`` marks a failure of this machine (disk full) rather than of the upstream.

@@ -9,9 +9,10 @@ import signal
 
 from aiohttp import web
 
-from tftproxy import assemble
-from tftproxy.api.app import create_app
-from tftproxy.api.listeners import api_listeners
+from tftproxy import __version__, assemble
+from tftproxy.api.app import bound, create_app
+from tftproxy.api.listeners import Listener, api_listeners
+from tftproxy.api.logs import LogBuffer
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
 from tftproxy.tftp.workers import TftpHandle
@@ -32,10 +33,28 @@ async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
 async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> int:
     """Serve until SIGINT/SIGTERM; staging leftovers of a previous crash are cleaned first."""
     listeners = api_listeners(settings)  # first: unusable TLS files stop us before any work
+    version, version_from = await asyncio.to_thread(assemble.smart_proxy_version, settings)
+    settings = settings.model_copy(update={"smart_proxy_version": version})
+    # What GET /logs/ lists: every record this process logs, beside wherever logs are written.
+    log_buffer = LogBuffer(settings.log_buffer, settings.log_buffer_errors)
+    logging.getLogger().addHandler(log_buffer)
+    try:
+        return await _serve(settings, listeners, log_buffer, ready,
+                            f"reporting smart-proxy version {version} to Foreman (from "
+                            f"{version_from})")
+    finally:
+        logging.getLogger().removeHandler(log_buffer)
+
+
+async def _serve(settings: Settings, listeners: list[Listener], log_buffer: LogBuffer,
+                 ready: asyncio.Event | None, version_note: str) -> int:
+    log.info("tftproxy %s starting, %s", __version__, version_note)
     tree = await asyncio.to_thread(assemble.store, settings)
     files = assemble.boot_files(settings, tree)
     await files.recover()
-    app = create_app(settings, files, files.store)
+    httpboot = await asyncio.to_thread(assemble.httpboot_tree, settings)
+    app = create_app(settings, files, files.store, log_buffer=log_buffer,
+                     httpboot_tree=httpboot)
     runner = web.AppRunner(app, access_log=log, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()
@@ -56,6 +75,7 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
             site = web.TCPSite(runner, lst.host, lst.port, reuse_address=True,
                                ssl_context=lst.ssl_context)
             await site.start()
+            bound(app, lst.scheme, runner.addresses[-1][1])
             log.info("API on %s, TFTP root %s", lst.url, settings.tftproot)
         if settings.gc_interval > 0:
             cleaner = asyncio.create_task(_clean_periodically(files, settings))

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from tftproxy import assemble
-from tftproxy.api.app import create_app
+from tftproxy.api.app import bound, create_app
 from tftproxy.api.listeners import api_listeners
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
@@ -80,6 +80,7 @@ async def proxy(make_settings: Callable[..., Settings]) -> AsyncIterator[Callabl
             site = web.TCPSite(runner, lst.host, lst.port, ssl_context=lst.ssl_context)
             await site.start()
             port = runner.addresses[-1][1]
+            bound(runner.app, lst.scheme, port)
             served.urls[lst.scheme] = f"{lst.scheme}://127.0.0.1:{port}"
         return served
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import pytest
 
 from tests.api.conftest import ServedProxy
 from tests.helpers import media
+from tests.helpers.ftp import Vsftpd
 from tests.helpers.nginx import Nginx
+from tests.helpers.upstream import Reply, Upstream
 
 pytestmark = pytest.mark.skipif(bool(media.missing_packages()),
                                 reason=f"needs {' '.join(media.missing_packages())}")
@@ -106,6 +109,47 @@ async def test_debian_netboot_tgz_becomes_a_universe(proxy, nginx: Nginx, netboo
     log = [(m, s) for m, s, _ in nginx.log_lines(
         "/debian/dists/bookworm/main/installer-amd64/current/images/netboot/netboot.tar.gz")]
     assert log == [("HEAD", 200), ("GET", 200), ("GET", 304)], log
+
+
+async def test_an_archive_over_ftp_becomes_a_universe(proxy, ftp: Vsftpd, netboot) -> None:
+    """ftp:// media are fetched like http ones: the archive too, then unchanged by MDTM."""
+    p: ServedProxy = await proxy()
+    ftp.put("pub/netboot.tar.gz", netboot, mtime=1_700_000_000)
+    spec = debian_extract(ftp.url("pub/netboot.tar.gz"))
+    status, body = await post_json(p, "/tftp/fetch_and_process", {"extract": spec})
+    assert status == 200 and body["status"] == "published", body
+    assert media.sha256(p.root / U / "linux") == media.sha256(
+        media.DI_TREE / media.DEBIAN_FILES["linux"])
+    assert os.readlink(p.root / U / "boot.efi") == "grubx64.efi"
+    again = await post_json(p, "/tftp/fetch_and_process", {"extract": spec})
+    assert again[0] == 200 and again[1]["status"] == "unchanged", again
+    assert ftp.retrs("pub/netboot.tar.gz") == 1
+
+
+async def test_a_universe_is_held_during_its_first_fetch(proxy, upstream: Upstream,
+                                                         netboot) -> None:
+    """While an archive is first fetched, its names are "fetching": our servers hold readers
+    of the members (as of any boot file) until the universe is published."""
+    from tftproxy.store import BootStore
+
+    gate = threading.Event()
+    upstream.routes["/netboot.tar.gz"] = lambda s: Reply(body=netboot, pause_at=65536,
+                                                         pause=gate)
+    p: ServedProxy = await proxy(fetch_wait=0.3)
+    status, job = await post_json(p, "/tftp/fetch_and_process",
+                                  {"extract": debian_extract(upstream.url("/netboot.tar.gz"))})
+    assert status == 202, job
+    try:
+        store = BootStore(p.root, create=False)
+        for name in ("netboot.tar.gz", "linux", "boot.efi"):
+            assert store.serving.is_refreshing(f"{U}/{name}"), name
+    finally:
+        gate.set()
+    result = await p.files.job(job["id"]).outcome()
+    assert result.status == "published", result
+    store = BootStore(p.root, create=False)
+    assert not store.serving.is_refreshing(f"{U}/linux")
+    assert {r.state for r in store.records.records()} == {"published"}
 
 
 async def test_foreman_posts_the_same_json_to_fetch_boot_file(proxy, nginx: Nginx,
@@ -255,7 +299,7 @@ async def test_the_unpacked_size_is_capped(proxy, nginx: Nginx) -> None:
     ({"destination": "../x.tgz"}, "TFTP path outside of tftproot: ../x.tgz"),
     ({"destination": "/etc/x.tgz"}, "TFTP path must be relative: /etc/x.tgz"),
     ({"destination": f"{U}/.tftproxy/x.tgz"}, "is outside"),
-    ({"source": "ftp://m/x.tgz"}, "ftp"),
+    ({"source": "nfs://m/x.tgz"}, "nfs"),
 ])
 async def test_bad_requests_are_400_naming_the_problem(proxy, change, why: str) -> None:
     p: ServedProxy = await proxy()

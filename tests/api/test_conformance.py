@@ -6,13 +6,13 @@ The expected file names are copied from the contract's table, not computed by tf
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
+import tftproxy
 from tests.api.conftest import ServedProxy
 from tests.helpers.api import foreman_success
+from tests.helpers.tree import files_under
 
 MAC = "aa:bb:cc:dd:ee:ff"
 
@@ -20,7 +20,11 @@ PER_MAC = {
     "syslinux": ["pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"],
     "pxelinux": ["pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"],
     "pxegrub": ["grub/menu.lst.01AABBCCDDEEFF", "grub/01-AA-BB-CC-DD-EE-FF"],
-    "pxegrub2": ["grub2/grub.cfg-01-aa-bb-cc-dd-ee-ff", "grub2/grub.cfg-aa:bb:cc:dd:ee:ff"],
+    # smart-proxy since #36833: the host-config copies too, whether or not targetos is sent.
+    "pxegrub2": ["grub2/grub.cfg-01-aa-bb-cc-dd-ee-ff", "grub2/grub.cfg-aa:bb:cc:dd:ee:ff",
+                 "host-config/aa-bb-cc-dd-ee-ff/grub2/grub.cfg",
+                 "host-config/aa-bb-cc-dd-ee-ff/grub2/grub.cfg-01-aa-bb-cc-dd-ee-ff",
+                 "host-config/aa-bb-cc-dd-ee-ff/grub2/grub.cfg-aa:bb:cc:dd:ee:ff"],
     "ztp": ["ztp.cfg/AABBCCDDEEFF", "ztp.cfg/AABBCCDDEEFF.cfg"],
     "poap": ["poap.cfg/AABBCCDDEEFF"],
     "ipxe": ["pxelinux.cfg/01-aa-bb-cc-dd-ee-ff.ipxe"],
@@ -37,14 +41,7 @@ FOREMAN_KIND = {"pxelinux": "PXELinux", "pxegrub": "PXEGrub", "pxegrub2": "PXEGr
                 "ipxe": "iPXE", "ztp": "ZTP", "poap": "POAP", "syslinux": "Syslinux"}
 
 
-def tree(root: Path) -> set[str]:
-    """Every file and link under the root, except tftproxy's own state."""
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != ".tftproxy"]
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            found.add(os.path.relpath(os.path.join(dirpath, name), root))
-    return found
+tree = files_under
 
 
 @pytest.mark.parametrize("variant", sorted(PER_MAC))
@@ -179,8 +176,11 @@ async def test_short_mac_groups_are_zero_padded(proxy) -> None:
     p: ServedProxy = await proxy()
     r = await p.foreman("POST", "/tftp/pxegrub2/a:b:c:d:e:f", {"pxeconfig": "x"})
     assert r.status == 200
+    host = "host-config/0a-0b-0c-0d-0e-0f/grub2"
     assert tree(p.root) == {"grub2/grub.cfg-01-0a-0b-0c-0d-0e-0f",
-                            "grub2/grub.cfg-0a:0b:0c:0d:0e:0f"}
+                            "grub2/grub.cfg-0a:0b:0c:0d:0e:0f", f"{host}/grub.cfg",
+                            f"{host}/grub.cfg-01-0a-0b-0c-0d-0e-0f",
+                            f"{host}/grub.cfg-0a:0b:0c:0d:0e:0f"}
 
 
 async def test_server_name(proxy) -> None:
@@ -197,26 +197,33 @@ async def test_server_name(proxy) -> None:
 async def test_features_version_v2(proxy) -> None:
     p: ServedProxy = await proxy(tftp_servername="tftp.example.test")
     r = await p.foreman("GET", "/features")
-    assert (r.status, json.loads(r.text)) == (200, ["tftp"])
+    assert (r.status, json.loads(r.text)) == (200, ["httpboot", "logs", "tftp"])
     r = await p.foreman("GET", "/version")
     version = json.loads(r.text)
     assert r.status == 200
-    assert set(version) == {"version", "modules"}
-    assert version["modules"] == {"tftp": version["version"]}
+    assert version == {"version": "3.13.0", "tftproxy": tftproxy.__version__,
+                       "modules": {"tftp": "3.13.0", "httpboot": "3.13.0", "logs": "3.13.0"}}
     r = await p.foreman("GET", "/v2/features")
     assert r.status == 200
-    assert json.loads(r.text) == {"tftp": {
-        "http_enabled": True, "https_enabled": False,
-        "settings": {"tftp_servername": "tftp.example.test"},
-        "state": "running", "capabilities": [
-            "bootloader_archive_iso", "bootloader_archive_tgz", "bootloader_universe",
-            "bootloader_universe_boot_files"]}}
+    port = int(p.url.rsplit(":", 1)[1])
+    assert json.loads(r.text) == {
+        "tftp": {"http_enabled": True, "https_enabled": False,
+                 "settings": {"tftp_servername": "tftp.example.test"},
+                 "state": "running", "capabilities": [
+                     "bootloader_archive_iso", "bootloader_archive_tgz", "bootloader_universe",
+                     "bootloader_universe_boot_files"]},
+        "httpboot": {"http_enabled": True, "https_enabled": False,
+                     "settings": {"http_port": port, "https_port": None},
+                     "state": "running", "capabilities": []},
+        "logs": {"http_enabled": True, "https_enabled": False, "settings": {},
+                 "state": "running", "capabilities": []}}
 
 
 async def test_module_disabled(proxy) -> None:
     p: ServedProxy = await proxy(feature_enabled=False)
-    assert json.loads((await p.call("GET", "/features")).text) == []
-    assert json.loads((await p.call("GET", "/version")).text)["modules"] == {}
+    assert json.loads((await p.call("GET", "/features")).text) == ["httpboot", "logs"]
+    assert set(json.loads((await p.call("GET", "/version")).text)["modules"]) == {
+        "httpboot", "logs"}
     v2 = json.loads((await p.call("GET", "/v2/features")).text)
     assert v2["tftp"]["state"] == "disabled"
     assert not v2["tftp"]["http_enabled"]

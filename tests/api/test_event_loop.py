@@ -4,7 +4,7 @@ A slow disk must delay the request that needs it, never every other request. An 
 (PEP 578) records the file-system events Python raises (open, listdir, scandir, rename,
 remove, mkdir, symlink, chmod...) on the event loop's thread while the API answers real
 requests over a socket: fetches (new, changed, up to date), status, prune, job status, PXE
-configs written, read and deleted, HTTP boot.
+configs written, read and deleted, HTTP boot, the log buffer, registration.
 """
 
 from __future__ import annotations
@@ -84,6 +84,11 @@ async def test_the_api_does_no_file_work_on_its_event_loop(api, nginx: Nginx) ->
         assert await call("GET", "/httpboot/boot/c-vmlinuz") == 200
         assert await call("HEAD", "/httpboot/boot/c-initrd.img") == 200
         assert await call("GET", "/httpboot/boot/missing") == 404
+        assert await call("GET", "/EFI/boot/c-vmlinuz") == 200
+        assert await call("GET", "/EFI/boot") == 403
+        assert await call("GET", "/logs/?from_timestamp=1") == 200
+        assert await call("GET", "/v2/features") == 200
+        assert await call("GET", "/version") == 200
     assert events == [] and changed == []
 
 

@@ -37,14 +37,14 @@ async def test_https_client_certificates_and_trusted_hosts(proxy, pki: Pki) -> N
     https = p.urls["https"]
 
     # No certificate: the open routes answer, the protected ones refuse.
-    for path, want in (("/features", ["tftp"]), ("/version", None)):
+    for path, want in (("/features", ["httpboot", "logs", "tftp"]), ("/version", None)):
         r = await curl(https + path, *client(pki, "none"))
         assert r.status == 200, r.stderr
         if want is not None:
             assert json.loads(r.body) == want
-    for path in ("/tftp/serverName", "/v2/features"):
+    for path in ("/tftp/serverName", "/v2/features", "/logs/", "/logs"):
         r = await curl(https + path, *client(pki, "none"))
-        assert (r.status, r.body.strip()) == (403, "No client SSL certificate supplied")
+        assert (r.status, r.body) == (403, "No client SSL certificate supplied")
     r = await curl(https + f"/tftp/pxelinux/{MAC}", *client(pki, "none"),
                    "--data", "pxeconfig=x")
     assert r.status == 403
@@ -109,7 +109,7 @@ async def test_http_listener_off_and_module_on_one_listener(proxy, pki: Pki) -> 
     r = await curl(q.urls["http"] + "/tftp/serverName")
     assert r.status == 404
     r = await curl(q.urls["http"] + "/features")
-    assert json.loads(r.body) == ["tftp"]
+    assert json.loads(r.body) == ["httpboot", "logs", "tftp"]
     r = await curl(q.urls["https"] + "/tftp/serverName", *client(pki, "trusted"))
     assert r.status == 200
     r = await curl(q.urls["http"] + "/v2/features")

@@ -804,6 +804,22 @@ class Lab:
             raise LabError(f"after the fetch, {path} holds sha256 {got}, not {expect_sha256}")
         return name
 
+    def spawn_gated_mirror(self, gate: Path, port: int = 8081) -> str:
+        """A second mirror over the same files whose ``gated/`` downloads stall half-way until
+        ``gate`` exists (tests/e2e/gated_mirror.py); its base URL."""
+        proc = self._spawn("gated-mirror", [sys.executable,
+                                            Path(__file__).with_name("gated_mirror.py"),
+                                            str(port), self.www, gate])
+        base = f"http://127.0.0.1:{port}"
+        wait_until("the gated mirror", lambda: self.curl(f"{base}/ping", check=False)[0] == 200,
+                   15, proc=proc)
+        return base
+
+    def file_state(self, name: str) -> str | None:
+        """The state ``GET /tftp/status`` gives a published name (None: not listed)."""
+        files = json.loads(self.curl(f"{self.api_url}/tftp/status")[1])["files"]
+        return next((f["state"] for f in files if f["name"] == name), None)
+
     def proc_log_tail(self, name: str, lines: int = 30) -> str:
         for proc in self.procs:
             if proc.name.startswith(name):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,3 +307,66 @@ def test_bios_ipxe_boots_linux_over_httpboot(lab: Lab, kernel: Path,
     assert connects >= 1, "the guest never connected to the API port"
     assert ipxe_loaded(result, f"{HTTP_BASE}{bs.kernel_name}"), result.serial[-2000:]
     assert ipxe_loaded(result, f"{HTTP_BASE}{bs.initrd_name}"), result.serial[-2000:]
+
+
+def test_a_machine_booting_during_the_first_fetch_waits_for_its_files(
+        lab: Lab, kernel: Path, kernel_sha256: str) -> None:
+    """Foreman answered (202 counts as done) and the host boots while its kernel's first
+    version is still downloading: tftproxy holds the kernel's TFTP request and answers it,
+    whole, the moment the kernel is published, and the machine boots.
+
+    The kernel comes from a mirror that stalls half-way until the test opens a gate: the
+    gate opens once the guest's request for the kernel is on the wire and unanswered.
+    """
+    host = lab.new_host()
+    bs = prepare(lab, kernel, kernel_sha256, host, "first", "v1")
+    gate = lab.dir / "gate-open"
+    mirror = lab.spawn_gated_mirror(gate)
+    kernel_url = lab.mirror_put(f"gated/{bs.tag}/vmlinuz", bs.kernel).replace(MIRROR, mirror)
+    initrd_url = lab.mirror_put(f"{bs.tag}/initrd.gz", bs.initrd.path)
+    config_url = lab.mirror_put(f"{bs.tag}/{bs.host.config_name}", bs.config)
+    assert lab.publish("pxelinux.cfg/", config_url,
+                       hashlib.sha256(bs.config).hexdigest()) == bs.config_name
+    names: dict[str, str] = {}
+
+    def foreman_fetches() -> None:  # in Foreman's order, each request after the previous one
+        names["kernel"] = lab.publish(bs.prefix, kernel_url, bs.kernel_sha256)
+        names["initrd"] = lab.publish(bs.prefix, initrd_url, bs.initrd.sha256)
+
+    fetching = threading.Thread(target=foreman_fetches, name="foreman-fetches", daemon=True)
+    fetching.start()
+    wait_until("the kernel's first fetch to be under way",
+               lambda: lab.file_state(bs.kernel_name) == "fetching (first version)", 60)
+
+    with machine(lab, "first-fetch", host, "bios") as vm:
+        vm.start(limit=BIOS_TIMEOUT + 60)
+        assert vm.proc is not None
+
+        def kernel_asked() -> Transfer | None:
+            reads = [t for t in lab.capture.transfers(host.ip, vm.started)
+                     if t.file == bs.kernel_name]
+            return reads[0] if reads else None
+
+        asked = wait_until(f"the guest to ask for {bs.kernel_name}", kernel_asked,
+                           BIOS_TIMEOUT, proc=vm.proc)
+        time.sleep(2.0)  # held, not refused: no ERROR and no DATA while the fetch stalls
+        early = [t for t in lab.capture.transfers(host.ip, vm.started)
+                 if t.file == bs.kernel_name]
+        assert all(not t.errors and not t.data_packets for t in early), early
+        assert lab.file_state(bs.kernel_name) == "fetching (first version)"
+        gate.write_text("open\n")
+        opened = time.time()
+        result = vm.wait(BIOS_TIMEOUT)
+    fetching.join(120)
+
+    assert_booted(lab, result, bs)
+    assert names == {"kernel": bs.kernel_name, "initrd": bs.initrd_name}
+    reads = lab.capture.transfers(host.ip, result.started)
+    k = one_transfer(reads, bs.kernel_name)
+    assert asked.start < opened, "the guest asked before the kernel existed"
+    assert k.first_data is not None and k.first_data > opened, k
+    assert_ipxe_read(k, kernel.stat().st_size)  # the whole kernel, once published
+    assert_ipxe_read(one_transfer(reads, bs.initrd_name), bs.initrd.size)
+    assert all(not t.errors for t in reads if t.file == bs.kernel_name), reads
+    print(f"kernel asked at {asked.start - opened:+.2f}s, gate opened at 0, first DATA at "
+          f"{k.first_data - opened:+.2f}s")

@@ -37,8 +37,16 @@ def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
     raise RuntimeError(f"{what} did not start listening within 10 s")
 
 
+def find_program(name: str, package: str) -> str:
+    """A daemon from Debian, on PATH or in /usr/sbin."""
+    for cand in (shutil.which(name), f"/usr/sbin/{name}"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise RuntimeError(f"{name} not found: run scripts/system-deps (Debian package {package})")
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a server we started, killing it if it does not exit within 5 s."""
+    """Terminate a server, killed if it does not go within 5 s."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -46,13 +54,6 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def find_nginx() -> str:
-    for cand in (shutil.which("nginx"), "/usr/sbin/nginx"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise RuntimeError("nginx not found: run scripts/system-deps (Debian package nginx-light)")
 
 
 class Nginx:
@@ -93,8 +94,9 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen([find_nginx(), "-c", str(conf), "-p", str(base)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [find_program("nginx", "nginx-light"), "-c", str(conf), "-p", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_listening(self.proc, self.port, "nginx")
 
     def url(self, path: str) -> str:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import secrets
-import shutil
 import ssl
 import subprocess
 import threading
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.helpers.nginx import free_port, stop_process, wait_listening
+from tests.helpers.nginx import find_program, free_port, stop_process, wait_listening
 
 NETBOOT_ARTIFACT = "application/vnd.org.pulpproject.netboot.artifact.v1"
 NETBOOT_FILE = "application/x-netboot-file"
@@ -160,10 +159,7 @@ class Registry:
     def __init__(self, base: Path, *, tls: tuple[Path, Path, Path] | None = None,
                  htpasswd: dict[str, str] | None = None,
                  token: TokenIssuer | None = None) -> None:
-        binary = shutil.which("docker-registry")
-        if binary is None:
-            raise RuntimeError("docker-registry not found: run scripts/system-deps "
-                               "(Debian package docker-registry)")
+        binary = find_program("docker-registry", "docker-registry")
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import tftproxy
 from tests.api.certs import Pki
 from tests.api.conftest import curl
 from tftproxy.errors import SettingsError
@@ -235,7 +236,7 @@ def test_config_command_prints_values_and_sources(sp_dir: Path) -> None:
     assert f"tftp_servername: tftp.example.test  # {sp_dir}/settings.d/tftp.yml" in lines
     assert "tftproot: /tmp/elsewhere  # command line" in lines
     assert "retries: 5  # environment variable TFTPROXY_RETRIES" in lines
-    assert "fetch_wait: 30.0  # default" in lines
+    assert "fetch_wait: 45.0  # default" in lines
     assert f"feature_enabled: https  # {sp_dir}/settings.d/tftp.yml (key enabled)" in lines
     res = run_cli("config", "--settings-dir", str(sp_dir), "--json")
     data = json.loads(res.stdout)
@@ -267,6 +268,8 @@ async def test_serve_with_a_settings_directory(tmp_path: Path, pki: Pki) -> None
                               f":ssl_private_key: {pki.server.key}\n:ssl_ca_file: {pki.ca.cert}\n")
     write(d / "settings.d/tftp.yml", f":enabled: true\n:tftproot: {root}\n"
                                      f":tftp_servername: tftp.example.test\n")
+    write(d / "settings.d/httpboot.yml", ":enabled: false\n:root_dir: /var/lib/tftpboot\n")
+    write(d / "settings.d/logs.yml", ":enabled: https\n")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TFTPROXY_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tftproxy", "serve", "--settings-dir", str(d), env=clean,
@@ -278,9 +281,19 @@ async def test_serve_with_a_settings_directory(tmp_path: Path, pki: Pki) -> None
                 break
             assert proc.returncode is None, "tftproxy serve exited early"
             await asyncio.sleep(0.1)
-        assert json.loads(r.body) == ["tftp"]
+        assert json.loads(r.body) == ["logs", "tftp"]
+        r = await curl(f"http://127.0.0.1:{http_port}/logs/")
+        assert r.status == 404, "logs is enabled over https only"
         tls = ["--cacert", str(pki.ca.cert), "--cert", str(pki.trusted.cert),
                "--key", str(pki.trusted.key)]
+        r = await curl(f"https://127.0.0.1:{https_port}/logs/", *tls)
+        assert r.status == 200
+        assert any(rec["message"].startswith(f"tftproxy {tftproxy.__version__} starting")
+                   for rec in json.loads(r.body)["logs"])
+        r = await curl(f"https://127.0.0.1:{https_port}/v2/features", *tls)
+        assert json.loads(r.body)["httpboot"] == {
+            "http_enabled": False, "https_enabled": False, "state": "disabled",
+            "settings": {"http_port": None, "https_port": None}, "capabilities": []}
         r = await curl(f"https://127.0.0.1:{https_port}/tftp/pxelinux/aa:bb:cc:dd:ee:ff", *tls,
                        "--data", "pxeconfig=served")
         assert (r.status, r.body) == (200, "")

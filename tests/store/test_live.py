@@ -80,6 +80,20 @@ async def test_staging_left_by_a_dead_process_is_repaired_not_skipped(root: Path
         await store.close()
 
 
+async def test_a_first_fetch_mark_of_a_dead_process_is_seen_and_repaired(root: Path) -> None:
+    store = await _watched(root)
+    try:
+        assert await store.repaired_record(NAME) is None
+        assert store._live.clean_record(NAME) == (True, None)  # "no record" is kept too
+        _in_another_process(root, f"store.transactions.begin_first_fetch({NAME!r})")
+        store._live.drain()
+        assert store._live.clean_record(NAME) == (False, None), "a mark is never clean"
+        assert await store.repaired_record(NAME) is None  # the dead one's mark is dropped
+        assert BootStore(root).records.record(NAME) is None
+    finally:
+        await store.close()
+
+
 async def test_a_fill_racing_a_change_is_not_kept(root: Path) -> None:
     publish(BootStore(root), NAME, b"kernel one")
     store = await _watched(root)

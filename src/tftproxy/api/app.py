@@ -14,13 +14,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tftproxy.api import bootfiles, httpboot, openapi, proxy, pxe
+from tftproxy._addr import parse_listen
+from tftproxy.api import bootfiles, httpboot, logs, openapi, proxy, pxe
 from tftproxy.api.auth import Authorizer
 from tftproxy.api.context import CONTEXT, ApiContext
 from tftproxy.api.responses import not_allowed, plain_text_errors
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
 from tftproxy.store.aio import AsyncStore
+from tftproxy.store.serving import ServedTree
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,7 +54,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/tftp/{variant}/{mac}", pxe.read),
     Route("POST", "/tftp/{variant}/{mac}", pxe.create),
     Route("DELETE", "/tftp/{variant}/{mac}", pxe.delete),
-    Route("GET", httpboot.PREFIX + "/{path:.*}", httpboot.serve),
+    Route("GET", "/logs", logs.logs),
+    Route("GET", "/logs/", logs.logs),
+    *(Route("GET", prefix + "/{path:.*}", httpboot.serve) for prefix in httpboot.PREFIXES),
 )
 
 
@@ -73,11 +77,33 @@ def _dispatcher(methods: dict[str, Handler]) -> Handler:
     return dispatch
 
 
-def create_app(settings: Settings, files: BootFiles, store: AsyncStore) -> web.Application:
-    """The API application; ``files`` runs the fetch jobs, ``store`` is the tree."""
+def _configured_ports(settings: Settings) -> dict[str, int]:
+    """Each listener's port as configured (0, "any free port", is known once bound)."""
+    ports = {}
+    for scheme, on, listen in (("http", settings.http_enabled, settings.listen),
+                               ("https", settings.https_enabled, settings.https_listen)):
+        port = parse_listen(listen)[0][1] if on else 0
+        if port:
+            ports[scheme] = port
+    return ports
+
+
+def create_app(settings: Settings, files: BootFiles, store: AsyncStore, *,
+               log_buffer: logs.LogBuffer | None = None,
+               httpboot_tree: ServedTree | None = None) -> web.Application:
+    """The API application; ``files`` runs the fetch jobs, ``store`` is the tree.
+
+    ``log_buffer`` is what ``GET /logs/`` lists: the handler the process's logging feeds
+    (without one, an empty buffer). ``httpboot_tree`` is the tree HTTP boot serves when it
+    is not the TFTP root. A listener bound to port 0 reports its port with :func:`bound`.
+    """
     app = web.Application(client_max_size=MAX_BODY)
-    app[CONTEXT] = ApiContext(settings=settings, files=files, store=store)
-    # Outermost first: every failure becomes plain text, then the trusted_hosts/TLS guard.
+    buffer = log_buffer or logs.LogBuffer(settings.log_buffer, settings.log_buffer_errors)
+    app[CONTEXT] = ApiContext(settings=settings, files=files, store=store, logs=buffer,
+                              ports=_configured_ports(settings), httpboot_tree=httpboot_tree)
+    # Outermost first: records are tagged with the request's id, every failure becomes
+    # plain text, then the trusted_hosts/TLS guard.
+    app.middlewares.append(logs.request_ids)
     app.middlewares.append(plain_text_errors)
     app.middlewares.append(Authorizer(settings).middleware)
     by_path: dict[str, dict[str, Handler]] = {}
@@ -86,3 +112,8 @@ def create_app(settings: Settings, files: BootFiles, store: AsyncStore) -> web.A
     for path in sorted(by_path, key=_parameters):  # a stable sort keeps the table's order
         app.router.add_route("*", path, _dispatcher(by_path[path]))
     return app
+
+
+def bound(app: web.Application, scheme: str, port: int) -> None:
+    """Note the port a listener was bound to (for ``/v2/features``' httpboot ports)."""
+    app[CONTEXT].ports.setdefault(scheme, port)

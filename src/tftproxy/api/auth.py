@@ -1,7 +1,8 @@
 """Who may use the API: smart-proxy's ``trusted_hosts`` and client-certificate rules.
 
-Protected are ``/tftp/*`` and ``/v2/features``; ``/features``, ``/version``, the OpenAPI
-document and ``/httpboot/*`` stay open, as in smart-proxy. For a protected route:
+Protected are ``/tftp/*``, ``/logs/`` and ``/v2/features``; ``/features``, ``/version``, the
+OpenAPI document, ``/httpboot/*`` and ``/EFI/*`` stay open, as in smart-proxy. For a protected
+route:
 
 * over HTTPS a client certificate is required (403 ``No client SSL certificate supplied``); the
   TLS layer has already verified it against ``ssl_ca_file``;
@@ -10,8 +11,9 @@ document and ``/httpboot/*`` stay open, as in smart-proxy. For a protected route
   false. Otherwise 403 ``Untrusted client <name> attempted to access <path>. Check
   :trusted_hosts: in settings.yml``. An empty list denies everyone.
 
-The TFTP routes also answer only on the listeners the module is enabled for (smart-proxy's
-``enabled: http`` / ``https``); elsewhere they do not exist (404), as in smart-proxy.
+A module's routes (tftp, httpboot, logs) also answer only on the listeners the module is
+enabled for (smart-proxy's ``enabled: http`` / ``https``); elsewhere they do not exist (404),
+as in smart-proxy.
 """
 
 from __future__ import annotations
@@ -38,12 +40,25 @@ DNS_CACHE_SECONDS = 60.0
 _DNS_CACHE_SIZE = 1024
 
 
+# Where each module's routes live, as smart-proxy mounts them.
+_MODULE_PREFIXES = (("/tftp", "tftp"), ("/logs", "logs"), ("/httpboot", "httpboot"),
+                    ("/EFI", "httpboot"))
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def module_of(path: str) -> str | None:
+    """The smart-proxy module a path belongs to, if any."""
+    for prefix, module in _MODULE_PREFIXES:
+        if _under(path, prefix):
+            return module
+    return None
+
+
 def is_protected(path: str) -> bool:
-    return path == "/v2/features" or path == "/tftp" or path.startswith("/tftp/")
-
-
-def is_tftp(path: str) -> bool:
-    return path == "/tftp" or path.startswith("/tftp/")
+    return path == "/v2/features" or _under(path, "/tftp") or _under(path, "/logs")
 
 
 def peer_ssl(request: web.Request) -> ssl.SSLObject | None:
@@ -161,10 +176,11 @@ class Authorizer:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if is_tftp(path):
+        module = module_of(path)
+        if module is not None:
             scheme = "https" if peer_ssl(request) is not None else "http"
-            if not self.settings.feature_on(scheme):
-                raise web.HTTPNotFound(text=f"the tftp module is not enabled over {scheme}")
+            if not self.settings.module_on(module, scheme):
+                raise web.HTTPNotFound(text=f"the {module} module is not enabled over {scheme}")
         if is_protected(path):
             try:
                 await self.check(request)

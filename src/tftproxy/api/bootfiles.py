@@ -3,7 +3,8 @@
 
 The request waits up to ``fetch_wait`` seconds: Foreman learns the result (200 JSON, or a
 non-2xx plain-text error) instead of smart-proxy's blind 200; a longer download answers 202
-with the job's status URL.
+with the job's status URL. Foreman shows a failure's status line only, and a 202 is done to
+it: the job logs every failure as an error, which Foreman lists through ``GET /logs/``.
 """
 
 from __future__ import annotations

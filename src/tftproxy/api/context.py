@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -10,6 +11,10 @@ from tftproxy.jobs.archive import Archives
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
 from tftproxy.store.aio import AsyncStore
+from tftproxy.store.serving import ServedTree
+
+if TYPE_CHECKING:
+    from tftproxy.api.logs import LogBuffer
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,12 @@ class ApiContext:
     settings: Settings
     files: BootFiles
     store: AsyncStore
+    logs: LogBuffer
+    # The port each listener (http, https) serves on, once bound: what /v2/features tells
+    # Foreman for HTTP boot URLs.
+    ports: dict[str, int] = field(default_factory=dict)
+    # The tree /httpboot/ and /EFI/ serve when httpboot_root_dir is not the TFTP root.
+    httpboot_tree: ServedTree | None = None
     archives: Archives = field(init=False)
 
     def __post_init__(self) -> None:

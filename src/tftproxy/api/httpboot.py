@@ -1,7 +1,14 @@
-"""HTTP boot: ``GET``/``HEAD /httpboot/<path>`` serves the TFTP tree to UEFI HTTP boot and iPXE.
+"""HTTP boot: ``GET``/``HEAD /httpboot/<path>`` and ``/EFI/<path>`` serve the tree to UEFI HTTP
+boot and iPXE, as smart-proxy's httpboot module mounts it at both.
 
-The same path rules as TFTP (the store's serving face decides: leading ``/`` stripped, ``\\``
-read as ``/``, nothing outside the root or in tftproxy's private state, no directories). The
+The tree is the TFTP root, or ``httpboot_root_dir`` when that is another directory. The same
+path rules as TFTP (the store's serving face decides: leading ``/`` stripped, ``\\`` read as
+``/``, nothing outside the root or in tftproxy's private state, no directories), answered
+with smart-proxy's statuses and bodies: 404 ``Not found``; 403 ``Invalid or empty path``
+(empty, outside the root, private); 403 ``Directory listing not allowed``; 503 ``Not a
+regular file`` (a device, pipe or socket). A name whose version is being fetched (the
+first one, or a changed one while hidden) is waited for up to ``refresh_hold`` seconds, as
+TFTP does. The
 file is opened once, through the store, and aiohttp's FileResponse then serves that very open
 file through
 ``/proc/self/fd`` (the descriptor stays open until the response is sent): Content-Length,
@@ -23,23 +30,27 @@ from aiohttp.abc import AbstractStreamWriter
 
 from tftproxy.api.context import context
 from tftproxy.api.responses import text_response
-from tftproxy.errors import Refused
+from tftproxy.errors import NotRegularFile, Refused
 from tftproxy.store.aio import AsyncStore
-from tftproxy.store.serving import ServedFile
+from tftproxy.store.serving import ServedFile, ServedTree
 
-PREFIX = "/httpboot"
+PREFIXES = ("/httpboot", "/EFI")
 _HOLD_POLL = 0.1
 
 # The type table is read from /etc/mime.types on first use: now, not on the event loop.
 mimetypes.init()
 
 
-async def _open(store: AsyncStore, path: str, client: str | None, hold: float) -> ServedFile:
-    """Open through the store; a name hidden by a refresh is waited for, as TFTP does.
+async def _open(store: AsyncStore, path: str, client: str | None, hold: float,
+                tree: ServedTree | None) -> ServedFile:
+    """Open through the store; a name being fetched is waited for, as TFTP does.
 
     ``client`` (the peer's address) lets the store serve a boot set's members from the
-    generation that client started on.
+    generation that client started on. Another ``tree`` than the store's is served as it
+    is: nothing there is ever being fetched.
     """
+    if tree is not None:
+        return await store.open_served(path, None, tree)
     deadline = time.monotonic() + hold
     while True:
         try:
@@ -72,14 +83,19 @@ def _close_fd(fd: int) -> None:
 
 
 async def serve(request: web.Request) -> web.StreamResponse:
-    """``GET``/``HEAD /httpboot/{path}``."""
+    """``GET``/``HEAD /httpboot/{path}`` and ``/EFI/{path}``."""
     ctx = context(request)
-    path = request.match_info["path"]
+    path = request.match_info.get("path", "")
     try:
-        served = await _open(ctx.store, path, request.remote, ctx.settings.refresh_hold)
+        served = await _open(ctx.store, path, request.remote, ctx.settings.refresh_hold,
+                             ctx.httpboot_tree)
+    except NotRegularFile as exc:
+        if exc.directory:
+            return text_response(403, "Directory listing not allowed")
+        return text_response(503, "Not a regular file")
     except Refused:
-        return text_response(403, f"Forbidden: {PREFIX}/{path}")
+        return text_response(403, "Invalid or empty path")
     except FileNotFoundError:
-        return text_response(404, f"Not found: {PREFIX}/{path}")
+        return text_response(404, "Not found")
     content_type = mimetypes.guess_type(served.name)[0] or "application/octet-stream"
     return _PinnedFileResponse(served, content_type)

@@ -208,10 +208,26 @@ _V2_MODULE = {
     "properties": {
         "http_enabled": {"type": "boolean"},
         "https_enabled": {"type": "boolean"},
-        "settings": {"type": "object", "properties": {
-            "tftp_servername": {"type": "string", "nullable": True}}},
+        "settings": {"type": "object", "description": "tftp: tftp_servername; httpboot: "
+                     "http_port, https_port (null where the module is off); logs: none"},
         "state": {"type": "string", "enum": ["running", "disabled"]},
         "capabilities": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+_LOGS = {
+    "type": "object", "required": ["info", "logs"],
+    "properties": {
+        "info": {"type": "object", "required": ["size", "tail_size", "level", "level_tail",
+                                                "failed_modules"]},
+        "logs": {"type": "array", "items": {
+            "type": "object", "required": ["timestamp", "level", "message"],
+            "properties": {"timestamp": {"type": "number"},
+                           "level": {"type": "string",
+                                     "enum": ["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]},
+                           "message": {"type": "string"}, "backtrace": {"type": "string"},
+                           "request_id": {"type": "string"}}}},
     },
 }
 
@@ -233,17 +249,22 @@ def openapi_document() -> dict[str, Any]:
             "operationId": "getVersion",
             "summary": "Versions of the proxy and its modules (no authentication)",
             "responses": {"200": _json({
-                "type": "object", "required": ["version", "modules"],
-                "properties": {"version": {"type": "string"}, "modules": {
-                    "type": "object", "additionalProperties": {"type": "string"}}},
+                "type": "object", "required": ["version", "modules", "tftproxy"],
+                "properties": {"version": {"type": "string", "description": "The smart-proxy "
+                                           "version reported to Foreman"},
+                               "tftproxy": {"type": "string",
+                                            "description": "tftproxy's own version"},
+                               "modules": {"type": "object",
+                                           "additionalProperties": {"type": "string"}}},
             }, "Version document")},
         }},
         "/v2/features": {"get": {
             "operationId": "getFeaturesV2",
             "summary": "Modules with their state, listeners, settings and capabilities",
             "responses": {
-                "200": _json({"type": "object", "properties": {"tftp": _V2_MODULE}},
-                             "One entry per module"),
+                "200": _json({"type": "object", "properties": {
+                    m: _V2_MODULE for m in ("tftp", "httpboot", "logs")}},
+                    "One entry per module"),
                 "403": _DENIED,
             },
         }},
@@ -272,9 +293,10 @@ def openapi_document() -> dict[str, Any]:
                 "properties": {
                     "prefix": {"type": "string", "description": "Destination prefix, "
                                "relative to the TFTP root (Foreman: `boot/<medium>-<hash>`)."},
-                    "path": {"type": "string", "description": "Source URL: http(s), or "
-                             "oci://REGISTRY/REPOSITORY:TAG#FILE (also @sha256:DIGEST, "
-                             "oci+http:// for a plain-HTTP registry)."},
+                    "path": {"type": "string", "description": "Source URL: http(s), ftp, "
+                             "or oci://REGISTRY/REPOSITORY:TAG#FILE (also @sha256:DIGEST, "
+                             "oci+http:// for a plain-HTTP registry); nfs is accepted and "
+                             "ignored."},
                 },
             }),
             "responses": {
@@ -401,11 +423,23 @@ def openapi_document() -> dict[str, Any]:
             "delete": _delete("deleteConfigLegacy",
                               "Remove the host's syslinux config (legacy form)", [_MAC]),
         },
-        "/httpboot/{path}": {
-            "get": _httpboot("getHttpBootFile",
-                             "Download a file of the TFTP root over HTTP (UEFI HTTP boot)"),
-            "head": _httpboot("headHttpBootFile", "Size and date of a file of the TFTP root"),
-        },
+        **{f"{prefix}/{{path}}": {
+            "get": _httpboot(f"get{name}File",
+                             "Download a file of the HTTP boot tree (UEFI HTTP boot)"),
+            "head": _httpboot(f"head{name}File", "Size and date of a file of the HTTP boot tree"),
+        } for prefix, name in (("/httpboot", "HttpBoot"), ("/EFI", "Efi"))},
+        **{path: {"get": {
+            "operationId": op_id,
+            "summary": "smart-proxy's log buffer, as Foreman lists it",
+            "parameters": [{"name": "from_timestamp", "in": "query", "required": False,
+                            "description": "Only records at or after this epoch time (0: all)",
+                            "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json(_LOGS, "The buffer's shape and its records, oldest first"),
+                "403": _DENIED,
+                "404": _error("The logs module is not enabled on this listener"),
+            },
+        }} for path, op_id in (("/logs/", "getLogs"), ("/logs", "getLogsNoSlash"))},
         PATH: {"get": {
             "operationId": "getOpenApi", "summary": "This document",
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
@@ -416,8 +450,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "tftproxy",
             "version": __version__,
-            "description": "Foreman smart-proxy's TFTP API. Over HTTPS, /tftp/* and "
-                           "/v2/features need a client certificate signed by ssl_ca_file; "
+            "description": "Foreman smart-proxy's TFTP, HTTPBoot and Logs APIs. Over HTTPS, "
+                           "/tftp/*, /logs/ and /v2/features need a client certificate signed "
+                           "by ssl_ca_file; "
                            "with trusted_hosts set, the caller must be listed (certificate "
                            "CN over HTTPS, forward-verified reverse DNS over HTTP).",
         },
@@ -429,17 +464,20 @@ def _httpboot(op_id: str, summary: str) -> dict[str, Any]:
     return {
         "operationId": op_id, "summary": summary,
         "parameters": [{"name": "path", "in": "path", "required": True,
-                        "description": "Path relative to the TFTP root",
+                        "description": "Path relative to the HTTP boot tree",
                         "schema": {"type": "string"}}],
         "responses": {
             "200": {"description": "The file", "content": _BINARY},
             "206": {"description": "Part of the file (Range)", "content": _BINARY},
             "304": {"description": "Not modified since (If-None-Match, If-Modified-Since)"},
             "400": _error("Bad path"),
-            "403": _error("Refused path"),
-            "404": _error("No such file"),
+            "403": {"description": "`Invalid or empty path` or `Directory listing not allowed`",
+                    "content": _TEXT},
+            "404": {"description": "`Not found`, or the httpboot module is not enabled on this "
+                                   "listener", "content": _TEXT},
             "412": {"description": "Precondition failed (If-Match, If-Unmodified-Since)"},
             "416": _error("Unsatisfiable range"),
+            "503": {"description": "`Not a regular file`", "content": _TEXT},
         },
     }
 

@@ -53,8 +53,12 @@ def status_of(exc: TftproxyError) -> int:
 
 
 def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
-    """A plain-text answer, as every error of the API is."""
-    return web.Response(status=status, text=text + "\n", content_type="text/plain",
+    """A plain-text answer, as every error of the API is.
+
+    The body is the message alone, with no newline after it: smart-proxy's ``log_halt`` sends
+    exactly the message, and its tests (and scripts written against it) compare bodies whole.
+    """
+    return web.Response(status=status, text=text, content_type="text/plain",
                         headers=headers)
 
 

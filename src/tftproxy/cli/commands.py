@@ -70,9 +70,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from tftproxy import assemble
+    from tftproxy.jobs.bootfiles import results_log
 
     settings = _settings(args)
     bar = ProgressBar(sys.stderr)
+    results_log.disabled = True  # the outcome is printed below, once
 
     async def go() -> int:
         files = assemble.boot_files(settings)

@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
     p.add_argument("url", metavar="URL",
-                   help="source URL: http(s)://..., or oci://REGISTRY/REPOSITORY:TAG#FILE "
-                   "(oci+http:// for a plain-HTTP registry)")
+                   help="source URL: http(s)://..., ftp://..., or "
+                   "oci://REGISTRY/REPOSITORY:TAG#FILE (oci+http:// for a plain-HTTP registry)")
     p.set_defaults(func=commands.cmd_fetch)
 
     p = sub.add_parser("status", help="list published boot files and their sources",

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -31,15 +30,15 @@ from tftproxy.fetch.results import (
     SinkFactory,
     Validators,
 )
-from tftproxy.fetch.writer import HashingWriter
+from tftproxy.fetch.retry import retrying
+from tftproxy.fetch.writer import BodyBroken, copy_body
 
 log = logging.getLogger(__name__)
 
-# Large batches keep per-batch thread hand-offs rare; a few in flight bound memory (~5 MiB).
-BATCH = 1024 * 1024
 READ_BUFSIZE = 256 * 1024
 
 T = TypeVar("T")
+
 
 # For a manifest probe, "the server will not give it to us" means "not here": besides 404 and
 # 410, mirrors commonly deny dotfiles (nginx `location ~ /\.`) with 403, which is exactly why
@@ -112,6 +111,7 @@ class Fetcher:
         *,
         etag: str | None = None,
         last_modified: str | None = None,
+        size: int | None = None,
         on_response: OnResponse | None = None,
         progress: ProgressFn | None = None,
         preflight: bool = False,
@@ -120,9 +120,10 @@ class Fetcher:
 
         ``sink()`` gives a fresh, empty file for each attempt that gets a body: a failed
         attempt's bytes are never continued. ``on_response`` runs once a 200's headers are
-        in, before the body. With ``preflight`` (smart-proxy's tftp_http_download_preflight)
-        an unconditional download is preceded by a HEAD, and a HEAD the server refuses
-        fails it before anything is downloaded or hidden.
+        in, before the body. ``size`` is not sent: HTTP's validators say enough. With
+        ``preflight`` (smart-proxy's tftp_http_download_preflight) an unconditional download
+        is preceded by a HEAD, and a HEAD the server refuses fails it before anything is
+        downloaded or hidden.
         """
         if preflight and not (etag or last_modified):
             await self.retrying(url, lambda: self._preflight(url))
@@ -142,30 +143,9 @@ class Fetcher:
             raise UpstreamError(f"{url}: {exc.reason}", local=exc.local) from None
 
     async def retrying(self, url: str, attempt_once: Callable[[], Awaitable[T]]) -> T:
-        """Run attempts until one succeeds, retrying only what is transient, within the
-        total time limit."""
-        o = self.options
-        attempt = 0
-        deadline = time.monotonic() + o.total_timeout
-        while True:
-            try:
-                async with asyncio.timeout_at(_loop_deadline(deadline)):
-                    return await attempt_once()
-            except TimeoutError:
-                raise UpstreamError(
-                    f"gave up after the total time limit of {o.total_timeout:g} s"
-                ) from None
-            except UpstreamError as exc:
-                if not exc.retryable or attempt >= o.retries:
-                    if attempt:
-                        raise UpstreamError(f"{exc.reason} (after {attempt + 1} attempts)",
-                                         local=exc.local) from None
-                    raise
-                delay = o.retry_backoff * (2**attempt)
-                attempt += 1
-                log.warning("%s: %s; retry %d/%d in %.1f s", url, exc.reason, attempt,
-                            o.retries, delay)
-                await asyncio.sleep(delay)
+        """:func:`tftproxy.fetch.retry.retrying` with this fetcher's options (the OCI client
+        runs its registry calls through it)."""
+        return await retrying(self.options, url, attempt_once)
 
     async def _attempt(
         self,
@@ -201,7 +181,7 @@ class Fetcher:
                     await on_response(validators)
                 # The staging file is made only now: an up-to-date check creates no file.
                 return await stream_body(resp, await sink(), final_url, validators, progress,
-                                         self.options.max_file_size)
+                                         self.options)
 
     async def _preflight(self, url: str) -> None:
         with self.mapped_errors():
@@ -290,78 +270,29 @@ async def stream_body(
     final_url: str,
     validators: Validators,
     progress: ProgressFn | None,
-    max_file_size: int,
+    options: FetchOptions,
+    *,
+    limit: int | None = None,
     limit_name: str = "max_file_size",
 ) -> Downloaded:
     """The body into ``sink``, hashed on the way; its length checked against
-    ``validators.content_length``; more than ``max_file_size`` bytes (``limit_name`` in the
-    message) stops it at once."""
-    expected = validators.content_length
-    writer = HashingWriter(sink)
-    size = 0
-    batch: list[bytes] = []
-    batch_size = 0
-    last_report = time.monotonic()
-    if progress is not None:
-        progress(0, expected)
-    try:
-        while True:
-            try:
-                chunk = await resp.content.readany()
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                    ConnectionError) as exc:
-                if isinstance(exc, aiohttp.ServerTimeoutError):
-                    raise
-                raise _broken_off(exc, size, expected) from None
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > max_file_size:
-                raise UpstreamError(f"file grew past {limit_name} ({max_file_size} bytes)")
-            batch.append(chunk)
-            batch_size += len(chunk)
-            if batch_size >= BATCH:
-                await writer.submit(batch)
-                batch, batch_size = [], 0
-            if progress is not None:
-                now = time.monotonic()
-                if now - last_report >= 0.1:
-                    last_report = now
-                    progress(size, expected)
-        if batch:
-            await writer.submit(batch)
-        await writer.drain()
-    except aiohttp.ServerTimeoutError:
-        raise  # a stall, named by the caller; TimeoutError is an OSError too
-    except OSError as exc:
-        raise UpstreamError(f"cannot write the staging file: {exc.strerror}",
-                            local=True) from None
-    finally:
-        writer.close()
-    if expected is not None and size != expected:
-        raise UpstreamError(f"truncated: got {size} of {expected} bytes", retryable=True)
-    if progress is not None:
-        progress(size, expected)
-    return Downloaded(final_url, validators, writer.hexdigest(), size)
+    ``validators.content_length``; more than ``limit`` bytes (``options.max_file_size``
+    unless given; ``limit_name`` in the message) stops it at once."""
 
+    async def read() -> bytes:
+        try:
+            return await resp.content.readany()
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamError(f"stalled: no data for {options.stall_timeout:g} s",
+                                retryable=True) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                ConnectionError) as exc:
+            raise BodyBroken() from exc
 
-def _broken_off(exc: BaseException, size: int, expected: int | None) -> UpstreamError:
-    """Name a body that ended early: reset by the peer, or closed (truncated)."""
-    of = f"{size} of {expected}" if expected is not None else f"{size}"
-    chain: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(chain) < 5:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    if any(isinstance(e, ConnectionResetError) for e in chain) or "reset" in str(exc).lower():
-        return UpstreamError(f"connection reset by the server after {of} bytes", retryable=True)
-    return UpstreamError(f"truncated: the server closed the connection after {of} bytes",
-                      retryable=True)
-
-
-def _loop_deadline(monotonic_deadline: float) -> float:
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
+    sha256, size = await copy_body(
+        read, sink, expected=validators.content_length, progress=progress,
+        max_file_size=options.max_file_size if limit is None else limit, limit_name=limit_name)
+    return Downloaded(final_url, validators, sha256, size)
 
 
 def _cause(exc: BaseException) -> str:

@@ -340,8 +340,9 @@ class OciClient:
                 raise UpstreamError(f"{src.shown()}: the registry sends {announced} bytes for "
                                     f"{src.title!r}; the manifest says {layer.size}")
             got = await stream_body(resp, await sink(), str(resp.url),
-                                    Validators(None, None, layer.size), progress, layer.size,
-                                    "the size the manifest gives")
+                                    Validators(None, None, layer.size), progress,
+                                    self.fetcher.options, limit=layer.size,
+                                    limit_name="the size the manifest gives")
             if got.sha256 != layer.sha256:
                 raise UpstreamError(f"{src.shown()}: {src.title!r} has sha256 {got.sha256}, "
                                     f"the manifest says {layer.digest}", retryable=True)

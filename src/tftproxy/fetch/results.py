@@ -45,3 +45,22 @@ class Downloaded:
 ProgressFn = Callable[[int, int | None], None]
 SinkFactory = Callable[[], Awaitable[Sink]]
 OnResponse = Callable[[Validators], Awaitable[None]]
+
+
+class Downloader(Protocol):
+    """One protocol's downloader (http(s), ftp), which :class:`~tftproxy.fetch.schemes.Fetchers`
+    picks by the URL's scheme for the jobs.
+
+    ``fetch`` is one conditional download: ``etag``, ``last_modified`` and ``size`` are the
+    published version's, ``sink()`` gives a fresh file per attempt, ``on_response`` hears
+    the new validators before the body. ``get_text`` reads a small document (None: absent).
+    """
+
+    async def fetch(self, url: str, sink: SinkFactory, *, etag: str | None = None,
+                    last_modified: str | None = None, size: int | None = None,
+                    on_response: OnResponse | None = None,
+                    progress: ProgressFn | None = None) -> Downloaded | NotModified: ...
+
+    async def get_text(self, url: str, limit: int) -> str | None: ...
+
+    async def close(self) -> None: ...

@@ -1,15 +1,36 @@
-"""Which URLs tftproxy fetches, decided before any job starts."""
+"""Which URLs tftproxy fetches, decided before any job starts, and who fetches each.
+
+smart-proxy fetches http, https and ftp (curl) and accepts nfs without fetching it (Foreman
+sends nfs media paths too); so does tftproxy, and it pulls ``oci://`` sources from registries.
+:class:`Fetchers` is the one downloader the jobs see: http(s) goes to
+:mod:`tftproxy.fetch.http`, ftp to :mod:`tftproxy.fetch.ftp`, and OCI sources to its
+registry client (:mod:`tftproxy.fetch.oci`).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tftproxy.errors import UnsupportedSource
+from tftproxy.fetch.http import Fetcher
+from tftproxy.fetch.oci import OciClient
 from tftproxy.fetch.ocispec import SCHEMES as OCI_SCHEMES
 from tftproxy.fetch.ocispec import parse_source
+from tftproxy.fetch.options import FetchOptions
+from tftproxy.fetch.results import (
+    Downloaded,
+    Downloader,
+    NotModified,
+    OnResponse,
+    ProgressFn,
+    SinkFactory,
+)
 
-FETCHED = ("http", "https", *OCI_SCHEMES)
-# Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
+if TYPE_CHECKING:
+    from tftproxy.fetch.ftp import FtpFetcher
+
+FETCHED = ("http", "https", "ftp", *OCI_SCHEMES)
 IGNORED = ("nfs",)
 
 
@@ -18,14 +39,9 @@ def check_scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme in FETCHED or scheme in IGNORED:
         return scheme
-    if scheme == "ftp":
-        raise UnsupportedSource(
-            "ftp URLs are not supported: no well-kept asynchronous FTP client is in our "
-            "dependencies; publish the media over http or https"
-        )
     if not scheme:
         raise UnsupportedSource(f"{url!r} is not a URL (no scheme)")
-    raise UnsupportedSource(f"unsupported URL scheme {scheme!r} (use http, https or oci)")
+    raise UnsupportedSource(f"unsupported URL scheme {scheme!r} (use http, https, ftp or oci)")
 
 
 def file_name(url: str) -> str | None:
@@ -34,3 +50,59 @@ def file_name(url: str) -> str | None:
     if urlsplit(url).scheme.lower() in OCI_SCHEMES:
         return parse_source(url).title
     return None
+
+
+class Fetchers:
+    """The one downloader of a process: http(s) and ftp behind one
+    :class:`~tftproxy.fetch.results.Downloader`, and the registry client of OCI sources
+    (``oci``), which works over the http(s) session."""
+
+    def __init__(self, options: FetchOptions) -> None:
+        self.options = options
+        self.http = Fetcher(options)
+        self.oci = OciClient(self.http)
+        self._ftp: FtpFetcher | None = None
+
+    def _ftp_fetcher(self) -> FtpFetcher:
+        if self._ftp is None:
+            # Imported on first use: most trees are served over http only.
+            from tftproxy.fetch.ftp import FtpFetcher
+
+            self._ftp = FtpFetcher(self.options)
+        return self._ftp
+
+    def _for(self, url: str) -> Downloader:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme in OCI_SCHEMES:
+            raise UnsupportedSource(f"{url}: an OCI source is pulled through its registry "
+                                    f"(Fetchers.oci), not downloaded as a URL")
+        return self._ftp_fetcher() if scheme == "ftp" else self.http
+
+    async def fetch(self, url: str, sink: SinkFactory, *, etag: str | None = None,
+                    last_modified: str | None = None, size: int | None = None,
+                    on_response: OnResponse | None = None,
+                    progress: ProgressFn | None = None,
+                    preflight: bool = False) -> Downloaded | NotModified:
+        """One conditional download by the URL's scheme; ``preflight`` (a HEAD first) is
+        HTTP's: an FTP download asks SIZE and MDTM before anything anyway."""
+        downloader = self._for(url)
+        if downloader is self.http:
+            return await self.http.fetch(url, sink, etag=etag, last_modified=last_modified,
+                                         size=size, on_response=on_response,
+                                         progress=progress, preflight=preflight)
+        return await downloader.fetch(url, sink, etag=etag, last_modified=last_modified,
+                                      size=size, on_response=on_response, progress=progress)
+
+    async def get_text(self, url: str, limit: int) -> str | None:
+        return await self._for(url).get_text(url, limit)
+
+    async def close(self) -> None:
+        await self.http.close()
+        if self._ftp is not None:
+            await self._ftp.close()
+
+    async def __aenter__(self) -> Fetchers:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

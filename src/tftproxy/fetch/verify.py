@@ -45,7 +45,7 @@ MAX_LEVELS = 8
 # Ubuntu moved its d-i netboot images to legacy-images/ (20.04+); Debian keeps images/.
 IMAGES_DIRS = ("images", "legacy-images")
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _GNU_LINE = re.compile(r"(?P<esc>\\)?(?P<hex>[0-9a-fA-F]{32,128})[ \t]+\*?(?P<path>\S.*)")
 _BSD_LINE = re.compile(r"(?P<algo>[A-Za-z0-9-]+) ?\((?P<path>.+)\) ?= ?(?P<hex>[0-9a-fA-F]+)")
@@ -104,8 +104,8 @@ def candidate_urls(file_url: str, max_levels: int = MAX_LEVELS, *,
     ``.treeinfo`` then ``treeinfo``, and ``SHA256SUMS`` when the directory is an ``images`` (or
     ``legacy-images``) one; with ``beside`` (archives: Ubuntu's ISOs, Debian's netboot.tar.gz)
     also ``SHA256SUMS`` in the file's own directory, first. Candidates stay on the file's
-    scheme://host:port; its query and fragment are dropped. Not an http(s) URL: nothing to
-    look for.
+    scheme://host:port; its query and fragment are dropped. Not an http(s) or ftp URL:
+    nothing to look for.
     """
     try:
         parts = urlsplit(file_url)
@@ -400,7 +400,7 @@ class Verification:
 def _looked_for(file_url: str) -> str:
     cands = candidate_urls(file_url)
     if not cands:
-        return "no manifest can be looked for at a URL that is not http(s)"
+        return "no manifest can be looked for at a URL that is not http(s) or ftp"
     dirs = [u.rsplit("/", 1)[0] + "/" for _, u in cands if u.endswith("/.treeinfo")]
     sums = [u for k, u in cands if k == "SHA256SUMS"]
     text = f"looked for .treeinfo and treeinfo from {dirs[0]} up to {dirs[-1]}"

@@ -1,14 +1,21 @@
-"""Hashing and writing a download off the event loop, overlapped with the network."""
+"""Hashing and writing a download off the event loop, overlapped with the network; the one
+loop that copies a body (HTTP or FTP) into a staging file."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from tftproxy.fetch.results import Sink
+from tftproxy.errors import UpstreamError
+from tftproxy.fetch.results import ProgressFn, Sink
+
+# Large batches keep per-batch thread hand-offs rare; a few in flight bound memory (~5 MiB).
+BATCH = 1024 * 1024
 
 
 class HashingWriter:
@@ -65,3 +72,74 @@ class HashingWriter:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+class BodyBroken(Exception):
+    """A read of a body failed mid-way: :func:`copy_body` names it with the bytes so far."""
+
+
+async def copy_body(read: Callable[[], Awaitable[bytes]], sink: Sink, *, expected: int | None,
+                    progress: ProgressFn | None, max_file_size: int,
+                    limit_name: str = "max_file_size") -> tuple[str, int]:
+    """Every chunk ``read()`` gives, until it gives ``b""``, into ``sink``; (sha256, size).
+
+    ``read`` raises :class:`UpstreamError` for what it can name itself (a stall) and
+    :class:`BodyBroken` for a body that ended early; its length is checked against
+    ``expected`` (the server's Content-Length, an FTP server's SIZE); more than
+    ``max_file_size`` bytes (``limit_name`` in the message) stops it at once.
+    """
+    writer = HashingWriter(sink)
+    size = 0
+    batch: list[bytes] = []
+    batch_size = 0
+    last_report = time.monotonic()
+    if progress is not None:
+        progress(0, expected)
+    try:
+        while True:
+            try:
+                chunk = await read()
+            except BodyBroken as exc:
+                raise _broken_off(exc.__cause__ or exc, size, expected) from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_file_size:
+                raise UpstreamError(f"file grew past {limit_name} ({max_file_size} bytes)")
+            batch.append(chunk)
+            batch_size += len(chunk)
+            if batch_size >= BATCH:
+                await writer.submit(batch)
+                batch, batch_size = [], 0
+            if progress is not None:
+                now = time.monotonic()
+                if now - last_report >= 0.1:
+                    last_report = now
+                    progress(size, expected)
+        if batch:
+            await writer.submit(batch)
+        await writer.drain()
+    except OSError as exc:
+        raise UpstreamError(f"cannot write the staging file: {exc.strerror}",
+                            local=True) from None
+    finally:
+        writer.close()
+    if expected is not None and size != expected:
+        raise UpstreamError(f"truncated: got {size} of {expected} bytes", retryable=True)
+    if progress is not None:
+        progress(size, expected)
+    return writer.hexdigest(), size
+
+
+def _broken_off(exc: BaseException, size: int, expected: int | None) -> UpstreamError:
+    """Name a body that ended early: reset by the peer, or closed (truncated)."""
+    of = f"{size} of {expected}" if expected is not None else f"{size}"
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 5:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    if any(isinstance(e, ConnectionResetError) for e in chain) or "reset" in str(exc).lower():
+        return UpstreamError(f"connection reset by the server after {of} bytes", retryable=True)
+    return UpstreamError(f"truncated: the server closed the connection after {of} bytes",
+                         retryable=True)

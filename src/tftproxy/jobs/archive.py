@@ -45,8 +45,8 @@ class Archives:
         """Start (or join, for the same request) the archive's job; InputError if bad."""
         files = self.files
         if check_scheme(spec.source) not in FETCHED:
-            raise UnsupportedSource(f"{spec.source!r}: archives are fetched over http or "
-                                    "https only")
+            raise UnsupportedSource(f"{spec.source!r}: archives are fetched over http, "
+                                    "https, ftp or oci only")
         spec = spec.with_names(await files.store.check_names(spec.names))
         registry = files.registry
         # No await from here on: a request that arrives meanwhile joins what starts here.
@@ -112,6 +112,10 @@ class ArchiveTransaction:
         rec = records[spec.destination]
         cur = rec.current if rec is not None else None
         try:
+            for name, record in records.items():
+                if record is None or record.current is None:
+                    # As for a boot file: a host booting meanwhile waits for the first version.
+                    await self.changes.begin_first_fetch(name)
             check = await self._files.checker.check(
                 job.name, job.url, cur, job.progress, self.changes,
                 preflight=self._files.options.preflight)

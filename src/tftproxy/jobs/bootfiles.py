@@ -12,18 +12,19 @@ import logging
 from typing import Protocol
 
 from tftproxy.errors import InputError
-from tftproxy.fetch.http import Fetcher
-from tftproxy.fetch.schemes import check_scheme, file_name
+from tftproxy.fetch.schemes import Fetchers, check_scheme, file_name
 from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
 from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry, ProgressFn
-from tftproxy.jobs.results import FetchResult
+from tftproxy.jobs.results import FetchResult, failure_text
 from tftproxy.jobs.transaction import SetTransaction
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.recovery import RecoveryReport
 
 log = logging.getLogger(__name__)
+# Each job's outcome, one line; a caller that shows outcomes itself (the CLI) mutes it.
+results_log = logging.getLogger("tftproxy.fetches")
 
 
 class Transaction(Protocol):
@@ -36,7 +37,7 @@ class BootFiles:
     It owns all three: :meth:`close` ends the jobs and closes the fetcher and the store.
     """
 
-    def __init__(self, store: AsyncStore, fetcher: Fetcher, options: JobOptions) -> None:
+    def __init__(self, store: AsyncStore, fetcher: Fetchers, options: JobOptions) -> None:
         self.store = store
         self.fetcher = fetcher
         self.options = options
@@ -142,8 +143,10 @@ class BootFiles:
         self.registry.retire(job)
         if result.ok:
             # Up-to-date checks are most requests; the access log already shows them.
-            log.log(logging.DEBUG if result.status == "unchanged" else logging.INFO,
-                    "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name, job.url,
-                    result.size, result.sha256)
+            results_log.log(logging.DEBUG if result.status == "unchanged" else logging.INFO,
+                            "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name,
+                            job.url, result.size, result.sha256)
         else:
-            log.warning("fetch of %s for %s failed: %s", job.url, job.name, result.message)
+            # An error, not a warning: the caller may have had its 202 long ago, and this line
+            # is what Foreman shows of it (its proxy page lists and counts the proxy's errors).
+            results_log.error("%s (boot file %s)", failure_text(job.url, result), job.name)

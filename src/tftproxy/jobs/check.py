@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tftproxy.errors import BadSource, UpstreamError
-from tftproxy.fetch.http import Fetcher
-from tftproxy.fetch.oci import OciClient, OciManifests
+from tftproxy.fetch.oci import OciManifests
 from tftproxy.fetch.ocispec import OciSource, find_layer, is_oci, parse_source
 from tftproxy.fetch.results import NotModified, ProgressFn, Sink, SinkFactory, Validators
+from tftproxy.fetch.schemes import Fetchers
 from tftproxy.jobs.options import JobOptions
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.objects import StagingFile
@@ -102,11 +102,11 @@ class SetChangeHooks(Protocol):
 class Checker:
     """Runs member checks for the jobs of one process."""
 
-    def __init__(self, store: AsyncStore, fetcher: Fetcher, options: JobOptions) -> None:
+    def __init__(self, store: AsyncStore, fetcher: Fetchers, options: JobOptions) -> None:
         self.store = store
         self.fetcher = fetcher
         self.options = options
-        self.oci = OciClient(fetcher)
+        self.oci = fetcher.oci
         self._touched: dict[str, float] = {}
 
     def _sinks(self, name: str, change: SetChangeHooks) -> tuple[SinkFactory, list[StagingFile]]:
@@ -155,6 +155,7 @@ class Checker:
                 url, new_sink,
                 etag=cur.etag if same_source and cur else None,
                 last_modified=cur.last_modified if same_source and cur else None,
+                size=cur.size if same_source and cur else None,
                 on_response=on_response, progress=progress, preflight=preflight,
             )
         except UpstreamError as exc:

@@ -54,12 +54,19 @@ class SetChanges:
             await self._store.begin_refresh(member.name, True)
             self._hidden_names.append(member.name)
 
+    async def begin_first_fetch(self, name: str) -> None:
+        """Mark ``name``, which has no version yet, as fetching its first: readers of our
+        servers wait for it until the switch; :meth:`restore` drops the mark."""
+        await self._store.begin_first_fetch(name)
+        self._hidden_names.append(name)
+
     def settled(self) -> None:
         """The new generation is published: nothing is to be put back."""
         self._settled = True
 
     async def restore(self) -> None:
-        """Put the previous versions back (after a failure, or when nothing changed)."""
+        """Put the previous versions back (after a failure, or when nothing changed); a
+        first fetch's mark goes."""
         if self._settled:
             return
         self._settled = True

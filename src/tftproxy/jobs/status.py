@@ -9,6 +9,12 @@ from tftproxy.jobs.results import iso_time
 from tftproxy.store import BootStore
 
 
+def _state(state: str, hidden: bool) -> str:
+    if state == "fetching":
+        return "fetching (first version)"
+    return "hidden (refreshing)" if hidden and state != "published" else state
+
+
 def status_report(store: BootStore) -> dict[str, Any]:
     """Every published name with its source, size, hash, validators and times; every set."""
     files = []
@@ -16,8 +22,7 @@ def status_report(store: BootStore) -> dict[str, Any]:
         cur = rec.current
         files.append({
             "name": rec.name,
-            "state": "hidden (refreshing)" if rec.hidden and rec.state != "published"
-            else rec.state,
+            "state": _state(rec.state, rec.hidden),
             "current": None if cur is None else {
                 "source": cur.source,
                 "final_url": cur.final_url,

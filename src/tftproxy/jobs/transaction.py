@@ -63,6 +63,10 @@ class SetTransaction:
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
         try:
+            if cur is None:
+                # A host may boot during the first fetch (after a 202): our servers hold its
+                # requests until the file is published, whatever the refresh mode.
+                await self.changes.begin_first_fetch(job.name)
             first = await self._checker.check(job.name, job.url, cur, job.progress,
                                               self.changes)
             if isinstance(first, Failed):

@@ -9,12 +9,15 @@ the edges (:mod:`tftproxy.assemble`) turn it into each part's own options.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     FilePath,
@@ -25,7 +28,20 @@ from pydantic import (
 from tftproxy._addr import parse_hostport, parse_listen
 from tftproxy.jobs.options import RefreshMode, VerifyMode
 
-__all__ = ["TLS_VERSIONS", "FeatureMode", "RefreshMode", "Settings"]
+__all__ = ["FOREMAN_RELEASE", "MODULES", "TLS_VERSIONS", "FeatureMode", "RefreshMode",
+           "Settings", "is_version"]
+
+# The Foreman release whose proxy client tftproxy was checked against: reported as the
+# smart-proxy version when neither a setting nor an installed smart-proxy says otherwise.
+FOREMAN_RELEASE = "3.13.0"
+# smart-proxy's modules that tftproxy provides, as /features names them.
+MODULES = ("tftp", "httpboot", "logs")
+_VERSION_RE = re.compile(r"\d+\.\d+(?:\.\d+)?(?:[-.+~][0-9A-Za-z.+~-]*)?")
+
+
+def is_version(text: str) -> bool:
+    """Whether ``text`` is a version Foreman can compare (``3.13.0``, ``3.14.0-develop``)."""
+    return _VERSION_RE.fullmatch(text) is not None
 
 
 class FeatureMode(StrEnum):
@@ -37,6 +53,48 @@ class FeatureMode(StrEnum):
 
 
 TLS_VERSIONS = ("1.2", "1.3")
+
+
+def _enabled(value: Any) -> Any:
+    # YAML reads `enabled: true` as a boolean and `enabled: https` as a string.
+    if isinstance(value, bool):
+        return FeatureMode.ON if value else FeatureMode.OFF
+    return value
+
+
+def _version(value: str | None) -> str | None:
+    if value is not None and not is_version(value.strip()):
+        raise ValueError("must be a version like 3.13.0 (major.minor[.patch])")
+    return None if value is None else value.strip()
+
+
+def _addresses(value: Any) -> Any:
+    # One address or a comma-separated list is accepted where a list is expected
+    # (TFTPROXY_TFTP_LISTEN=127.0.0.1:69,[::1]:69).
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _tftp_addresses(value: list[str]) -> list[str]:
+    for address in value:
+        parse_hostport(address, default_port=69)
+    return value
+
+
+Enabled = Annotated[FeatureMode, BeforeValidator(_enabled)]
+VersionText = Annotated[str | None, AfterValidator(_version)]
+TftpAddresses = Annotated[list[str], BeforeValidator(_addresses), AfterValidator(_tftp_addresses)]
+
+
+def _check_module_listeners(settings: Settings, module: str) -> None:
+    key = "feature_enabled" if module == "tftp" else f"{module}_enabled"
+    mode = settings.module_mode(module)
+    if mode is FeatureMode.HTTP and not settings.http_enabled:
+        raise ValueError(f"{key} is http but http_enabled is false")
+    if mode is FeatureMode.HTTPS and not settings.https_enabled:
+        raise ValueError(f"{key} is https but HTTPS is not configured "
+                         "(ssl_certificate, ssl_private_key, ssl_ca_file)")
 
 
 class Settings(BaseModel):
@@ -83,14 +141,45 @@ class Settings(BaseModel):
     forward_verify: bool = Field(
         True, description="Over HTTP, require the reverse DNS name to resolve back to the client."
     )
-    feature_enabled: FeatureMode = Field(
+    feature_enabled: Enabled = Field(
         FeatureMode.ON,
         description="smart-proxy's tftp `enabled`: true, false, or http / https for one of them.",
+    )
+    smart_proxy_version: VersionText = Field(
+        None,
+        description="The version GET /version reports to Foreman, which warns unless it is its "
+        "own major.minor or the next minor. Unset: the VERSION of a smart-proxy installed "
+        f"beside tftproxy (/usr/share/foreman-proxy/VERSION), else {FOREMAN_RELEASE}.",
+    )
+
+    # --- smart-proxy's httpboot and logs modules ---
+    httpboot_enabled: Enabled = Field(
+        FeatureMode.ON,
+        description="smart-proxy's httpboot `enabled`: serve /httpboot/ and /EFI/ on both "
+        "listeners (true), neither (false), or one (http / https).",
+    )
+    httpboot_root_dir: Path | None = Field(
+        None, description="smart-proxy's httpboot `root_dir`: the tree served over HTTP boot. "
+        "Unset: the TFTP root.",
+    )
+    logs_enabled: Enabled = Field(
+        FeatureMode.ON, description="smart-proxy's logs `enabled`: GET /logs/ for Foreman.",
+    )
+    log_buffer: int = Field(
+        2000, ge=2, le=1_000_000,
+        description="Log records kept in memory for GET /logs/ (smart-proxy's log_buffer).",
+    )
+    log_buffer_errors: int = Field(
+        1000, ge=2, le=1_000_000,
+        description="Error records kept besides, once they leave that buffer "
+        "(smart-proxy's log_buffer_errors).",
     )
 
     # --- fetching ---
     fetch_wait: float = Field(
-        30.0, ge=0, description="How long POST /tftp/fetch_boot_file waits before answering 202."
+        45.0, ge=0,
+        description="How long POST /tftp/fetch_boot_file waits before answering 202 (s); keep "
+        "it well under Foreman's proxy_request_timeout (60 s).",
     )
     stall_timeout: float = Field(30.0, gt=0, description="Fail when no byte arrives for this long.")
     fetch_timeout: float = Field(
@@ -149,7 +238,7 @@ class Settings(BaseModel):
     )
 
     # --- TFTP server ---
-    tftp_listen: list[str] = Field(
+    tftp_listen: TftpAddresses = Field(
         default_factory=list,
         description="HOST:PORT addresses (IPv6 as [ADDR]:PORT; port 69 if omitted) where "
         "tftproxy serves TFTP itself; empty: no TFTP server (in.tftpd or dnsmasq serves the tree).",
@@ -182,35 +271,12 @@ class Settings(BaseModel):
         "(the client retries), so a storm cannot exhaust file descriptors.",
     )
 
-    @field_validator("tftp_listen", mode="before")
-    @classmethod
-    def _split_tftp_listen(cls, value: Any) -> Any:
-        # One address or a comma-separated list is accepted where a list is expected
-        # (TFTPROXY_TFTP_LISTEN=127.0.0.1:69,[::1]:69).
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("tftp_listen")
-    @classmethod
-    def _check_tftp_listen(cls, value: list[str]) -> list[str]:
-        for address in value:
-            parse_hostport(address, default_port=69)
-        return value
     # --- end of TFTP server ---
 
     @field_validator("listen", "https_listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)
-        return value
-
-    @field_validator("feature_enabled", mode="before")
-    @classmethod
-    def _check_feature(cls, value: Any) -> Any:
-        # YAML reads `enabled: true` as a boolean and `enabled: https` as a string.
-        if isinstance(value, bool):
-            return FeatureMode.ON if value else FeatureMode.OFF
         return value
 
     @field_validator("trusted_hosts")
@@ -243,11 +309,8 @@ class Settings(BaseModel):
         if not self.http_enabled and not self.https_enabled:
             raise ValueError("http_enabled is false and HTTPS is not configured (ssl_certificate, "
                              "ssl_private_key, ssl_ca_file): no API listener is left")
-        if self.feature_enabled is FeatureMode.HTTP and not self.http_enabled:
-            raise ValueError("feature_enabled is http but http_enabled is false")
-        if self.feature_enabled is FeatureMode.HTTPS and not self.https_enabled:
-            raise ValueError("feature_enabled is https but HTTPS is not configured "
-                             "(ssl_certificate, ssl_private_key, ssl_ca_file)")
+        for module in MODULES:
+            _check_module_listeners(self, module)
         return self
 
     @property
@@ -257,10 +320,20 @@ class Settings(BaseModel):
 
     def feature_on(self, scheme: str) -> bool:
         """Whether the TFTP routes are offered over ``scheme`` (``http`` or ``https``)."""
+        return self.module_on("tftp", scheme)
+
+    def module_mode(self, module: str) -> FeatureMode:
+        """The `enabled` setting of one of :data:`MODULES`."""
+        key = "feature_enabled" if module == "tftp" else f"{module}_enabled"
+        mode: FeatureMode = getattr(self, key)
+        return mode
+
+    def module_on(self, module: str, scheme: str) -> bool:
+        """Whether a module's routes are offered over ``scheme`` (``http`` or ``https``)."""
+        mode = self.module_mode(module)
         if scheme == "https":
-            return self.https_enabled and self.feature_enabled in (FeatureMode.ON,
-                                                                   FeatureMode.HTTPS)
-        return self.http_enabled and self.feature_enabled in (FeatureMode.ON, FeatureMode.HTTP)
+            return self.https_enabled and mode in (FeatureMode.ON, FeatureMode.HTTPS)
+        return self.http_enabled and mode in (FeatureMode.ON, FeatureMode.HTTP)
 
     @field_validator("http_proxy")
     @classmethod

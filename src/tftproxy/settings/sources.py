@@ -6,7 +6,8 @@ remembers its source, so an error names the key and the file it came from and ``
 can say where each effective value was set.
 
 A smart-proxy directory is read as smart-proxy reads it: ``settings.yml`` for the listeners and
-their security, ``settings.d/tftp.yml`` for the module; keys may be written ``:key:``. Its
+their security, ``settings.d/tftp.yml``, ``httpboot.yml`` and ``logs.yml`` for the modules
+tftproxy provides; keys may be written ``:key:``. Its
 listener keys are translated to tftproxy's: ``bind_host`` with ``http_port`` becomes ``listen``
 (HTTP is off without ``http_port``, as in smart-proxy), with ``https_port`` ``https_listen``.
 """
@@ -38,26 +39,31 @@ ENV_PREFIX = "TFTPROXY_"
 # smart-proxy's global keys that tftproxy takes over unchanged.
 _GLOBAL_PASSTHROUGH = (
     "ssl_certificate", "ssl_private_key", "ssl_ca_file", "ssl_disabled_ciphers",
-    "tls_disabled_versions", "trusted_hosts", "forward_verify",
+    "tls_disabled_versions", "trusted_hosts", "forward_verify", "log_buffer",
+    "log_buffer_errors",
 )
 # smart-proxy's global keys that mean nothing to tftproxy: noted, not warned about.
 _GLOBAL_UNUSED = frozenset({
     "settings_directory", "foreman_url", "foreman_ssl_ca", "foreman_ssl_cert", "foreman_ssl_key",
     "log_file", "log_level", "file_rolling_keep", "file_rolling_size", "file_rolling_age",
-    "file_logging_pattern", "system_logging_pattern", "log_buffer", "log_buffer_errors",
+    "file_logging_pattern", "system_logging_pattern",
     "daemon", "daemon_pid", "dns_resolv_timeouts", "virsh_network", "puppet_version",
     "registered_name", "registered_proxy_url", "bmc_default_provider",
 })
-# settings.d/tftp.yml: smart-proxy's key -> tftproxy's.
-_TFTP_KEYS = {
-    "enabled": "feature_enabled",
-    "tftproot": "tftproot",
-    "tftp_servername": "tftp_servername",
-    "tftp_connect_timeout": "tftp_connect_timeout",
-    "verify_server_cert": "verify_server_cert",
-    # smart-proxy PR #958's archive settings.
-    "tftp_download_max_time": "fetch_timeout",
-    "tftp_http_download_preflight": "tftp_http_download_preflight",
+# settings.d/<module>.yml: smart-proxy's key -> tftproxy's, for each module tftproxy provides.
+_MODULE_KEYS = {
+    "tftp": {
+        "enabled": "feature_enabled",
+        "tftproot": "tftproot",
+        "tftp_servername": "tftp_servername",
+        "tftp_connect_timeout": "tftp_connect_timeout",
+        "verify_server_cert": "verify_server_cert",
+        # smart-proxy PR #958's archive settings.
+        "tftp_download_max_time": "fetch_timeout",
+        "tftp_http_download_preflight": "tftp_http_download_preflight",
+    },
+    "httpboot": {"enabled": "httpboot_enabled", "root_dir": "httpboot_root_dir"},
+    "logs": {"enabled": "logs_enabled"},
 }
 
 
@@ -180,22 +186,29 @@ def read_settings_dir(directory: Path) -> Layer:
             layer.warnings.append(f"unknown setting {key!r} in {main}: ignored")
     _resolve_paths(layer.values, directory)
 
-    tftp = sub_dir / "tftp.yml"
-    if not tftp.is_file():
-        layer.warnings.append(f"{tftp} not found: the tftp module keeps tftproxy's defaults")
-        return layer
-    module = read_yaml(tftp)
-    module_values: dict[str, Any] = {}
-    for key, val in module.items():
-        if key in _TFTP_KEYS:
-            module_values[_TFTP_KEYS[key]] = val
-            suffix = f" (key {key})" if _TFTP_KEYS[key] != key else ""
-            layer.origin[_TFTP_KEYS[key]] = f"{tftp}{suffix}"
-        else:
-            layer.warnings.append(f"unknown setting {key!r} in {tftp}: ignored")
-    _resolve_paths(module_values, sub_dir)
-    layer.values.update(module_values)
+    for module, keys in _MODULE_KEYS.items():
+        _read_module(layer, sub_dir / f"{module}.yml", keys, warn_missing=module == "tftp")
     return layer
+
+
+def _read_module(layer: Layer, path: Path, keys: dict[str, str], *, warn_missing: bool) -> None:
+    """One module's settings.d file into ``layer``; a module without its file keeps
+    tftproxy's defaults."""
+    if not path.is_file():
+        if warn_missing:
+            layer.warnings.append(f"{path} not found: the {path.stem} module keeps tftproxy's "
+                                  f"defaults")
+        return
+    module_values: dict[str, Any] = {}
+    for key, val in read_yaml(path).items():
+        if key in keys:
+            module_values[keys[key]] = val
+            suffix = f" (key {key})" if keys[key] != key else ""
+            layer.origin[keys[key]] = f"{path}{suffix}"
+        else:
+            layer.warnings.append(f"unknown setting {key!r} in {path}: ignored")
+    _resolve_paths(module_values, path.parent)
+    layer.values.update(module_values)
 
 
 # ------------------------------------------------------------------- tftproxy's file

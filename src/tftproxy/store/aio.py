@@ -29,7 +29,7 @@ from tftproxy.store.locks import NameLock
 from tftproxy.store.objects import StagingFile
 from tftproxy.store.records import Record, SetRecord, Version
 from tftproxy.store.recovery import RecoveryReport
-from tftproxy.store.serving import ServedFile
+from tftproxy.store.serving import ServedFile, ServedTree
 from tftproxy.store.universe import check_universe
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,9 @@ class AsyncStore:
     async def begin_refresh(self, name: str, hide: bool) -> Record:
         return await self._run(self.store.transactions.begin_refresh, name, hide)
 
+    async def begin_first_fetch(self, name: str) -> Record:
+        return await self._run(self.store.transactions.begin_first_fetch, name)
+
     async def abort_refresh(self, name: str) -> Record | None:
         return await self._run(self.store.transactions.abort_refresh, name)
 
@@ -207,8 +210,10 @@ class AsyncStore:
 
     # ---------------------------------------------------------------- readers
 
-    async def open_served(self, requested: str, client: str | None = None) -> ServedFile:
-        return await self._run(self.store.serving.open_served, requested, client)
+    async def open_served(self, requested: str, client: str | None = None,
+                          tree: ServedTree | None = None) -> ServedFile:
+        """Open a file for a reader, from the store's tree or from ``tree``."""
+        return await self._run((tree or self.store.serving).open_served, requested, client)
 
     async def is_refreshing(self, requested: str) -> bool:
         return await self._run(self.store.serving.is_refreshing, requested)

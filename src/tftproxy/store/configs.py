@@ -9,18 +9,20 @@ It writes the files smart-proxy writes, with three differences:
 * MAC groups are zero-padded (``a:b:...`` is written as ``0a-0b-...``), which is the name a PXE
   client asks for; Foreman always sends two digits, where the result is identical.
 
-With Foreman's newer ``targetos``, ``release``, ``arch``, ``bootfile_suffix``, the per-host tree
-``R/host-config/aa-bb-cc-dd-ee-ff/`` is maintained as well:
+The per-host tree ``R/host-config/aa-bb-cc-dd-ee-ff/`` is maintained as well:
 
-* pxegrub2: ``grub2/`` gets the config as ``grub.cfg``, ``grub.cfg-01-<mac>``, ``grub.cfg-<mac>``
-  and relative symlinks to every ``*.efi`` (and ``linux``, ``initrd.gz``, ``vmlinuz``,
-  ``initrd.img``) of ``R/bootloader-universe/pxegrub2/<os>/<release>/<arch>/`` (``<release>``
-  falling back to ``default``), aliases resolved (``boot.efi`` links to the universe's
-  ``grubx64.efi``), or, without such a directory,
-  ``boot.efi`` and ``grub<suffix>.efi`` -> ``R/grub2/grub<suffix>.efi``, ``boot-sb.efi`` and
-  ``shim<suffix>.efi`` -> ``R/grub2/shim<suffix>.efi``;
-* syslinux/pxelinux: ``pxe/01-<mac>`` -> ``../../../pxelinux.cfg/01-<mac>``;
-* ipxe: ``ipxe/01-<mac>`` -> ``../../../pxelinux.cfg/01-<mac>.ipxe``.
+* pxegrub2: ``grub2/`` always gets the config as ``grub.cfg``, ``grub.cfg-01-<mac>``,
+  ``grub.cfg-<mac>`` (as smart-proxy does since #36833); with Foreman's newer ``targetos``,
+  ``release``, ``arch``, ``bootfile_suffix`` also relative symlinks to every ``*.efi`` (and
+  ``linux``, ``initrd.gz``, ``vmlinuz``, ``initrd.img``) of
+  ``R/bootloader-universe/pxegrub2/<os>/<release>/<arch>/`` (``<release>`` falling back to
+  ``default``), aliases resolved (``boot.efi`` links to the universe's ``grubx64.efi``), or,
+  without such a directory, ``boot.efi`` and ``grub<suffix>.efi`` ->
+  ``R/grub2/grub<suffix>.efi``, ``boot-sb.efi`` and ``shim<suffix>.efi`` ->
+  ``R/grub2/shim<suffix>.efi``;
+* with those parameters only, syslinux/pxelinux: ``pxe/01-<mac>`` ->
+  ``../../../pxelinux.cfg/01-<mac>``; ipxe: ``ipxe/01-<mac>`` ->
+  ``../../../pxelinux.cfg/01-<mac>.ipxe``.
 
 ``DELETE`` removes the variant's part of that tree, and the host's directory once it is empty,
 so deleting one variant never breaks another variant's boot.
@@ -69,8 +71,7 @@ class PxeConfigs:
         data = content.encode("utf-8")
         with self._lock:
             written = [self._write_file(rel, data) for rel in config_files(variant, mac)]
-            if host is not None:
-                written += self._write_host_tree(variant, mac, data, host)
+            written += self._write_host_tree(variant, mac, data, host)
         return written
 
     def write_default(self, variant: Variant, content: str) -> list[str]:
@@ -105,15 +106,22 @@ class PxeConfigs:
     # -------------------------------------------------------------- host tree
 
     def _write_host_tree(self, variant: Variant, mac: Mac, data: bytes,
-                         host: HostParams) -> list[str]:
+                         host: HostParams | None) -> list[str]:
         spec = VARIANTS[variant]
         if spec.host_subdir is None:
             return []
         base = f"{HOST_CONFIG}/{mac.dashed}/{spec.host_subdir}"
         if spec.host_tree == "link":
+            if host is None:
+                return []
             return [self._link(f"{base}/01-{mac.dashed}", config_files(variant, mac)[0])]
+        # smart-proxy (since #36833) writes the grub2 copies for every request, so a DHCP
+        # filename pointing into host-config/ finds its config whatever Foreman sent; the boot
+        # loader links need the target OS and architecture, which only newer Foremans send.
         names = ["grub.cfg", f"grub.cfg-01-{mac.dashed}", f"grub.cfg-{mac.colon}"]
         written = [self._write_file(f"{base}/{n}", data) for n in names]
+        if host is None:
+            return written
         links = self._bootloader_links(host)
         self._drop_stale_efi(base, set(links))
         written += [self._link(f"{base}/{n}", target) for n, target in links.items()]

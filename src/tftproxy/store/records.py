@@ -22,12 +22,15 @@ from tftproxy.store.names import name_key
 
 # 0: records of tftproxy 0.1 (no "format" key); 1: the same fields, with the key;
 # 2: a version may name the archive member it was extracted from, be an alias, or carry the
-# OCI manifest digest it was taken from (older releases would not know these fields, so they
-# must refuse the record rather than misread it).
+# OCI manifest digest it was taken from, and a record may be "fetching" (a name's first
+# version on its way); older releases would not know these fields nor that state, so they
+# must refuse the record rather than misread it.
 RECORD_FORMAT = 2
 
 T = TypeVar("T")
-RecordState = Literal["published", "refreshing"]
+# "fetching": the name's first version is being fetched; nothing is published yet, and readers
+# of our servers wait for it (``hidden``) unless a file not of ours already stands there.
+RecordState = Literal["published", "refreshing", "fetching"]
 _CACHE_SIZE = 4096
 
 

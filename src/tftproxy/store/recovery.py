@@ -5,7 +5,8 @@ name (:meth:`Recovery.repair`). Whatever is locked by a live process is that pro
 left alone. The rules:
 
 * a set "switching" with a complete candidate is finished (its content is all stored);
-* a name "refreshing" gets its previous version back (or disappears if it had none);
+* a name "refreshing" gets its previous version back (or disappears if it had none); a
+  name "fetching" (its first version) loses its record, and the tree is left as it was;
 * a record whose content is gone is dropped; a link that disagrees with its record is
   relinked; a plain file someone put over our link wins over the record;
 * staging files and half-written records nobody holds are removed.
@@ -139,8 +140,8 @@ class Recovery:
 
     def _recover_record(self, rec: Record, report: RecoveryReport) -> None:
         # A half-done switch is the set's (finished by the caller); a record can only be
-        # left refreshing: its previous version comes back.
-        if rec.state == "refreshing":
+        # left refreshing (its previous version comes back) or fetching (it goes).
+        if rec.state in ("refreshing", "fetching"):
             restored = self.transactions.abort_refresh(rec.name)
             (report.dropped if restored is None else report.restored).append(rec.name)
             return

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tftproxy._paths import is_within
-from tftproxy.errors import Refused
+from tftproxy.errors import NotRegularFile, Refused
 from tftproxy.store.layout import Layout
 from tftproxy.store.links import Links
 from tftproxy.store.names import Names, served_name
@@ -113,7 +113,8 @@ class ServedTree:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise Refused(f"{requested!r} is not a regular file")
+                raise NotRegularFile(f"{requested!r} is not a regular file",
+                                     directory=stat.S_ISDIR(st.st_mode))
             # Re-check what was actually opened: a swap between realpath() and open() is caught.
             self._check_servable(os.readlink(f"/proc/self/fd/{fd}"), requested)
             os.set_blocking(fd, True)
@@ -123,7 +124,8 @@ class ServedTree:
         return ServedFile(fd=fd, size=st.st_size, mtime=st.st_mtime, name=served_name(requested))
 
     def is_refreshing(self, requested: str) -> bool:
-        """True while a changed version of this name downloads with the name hidden."""
+        """True while this name waits for a version being fetched: a changed one with the
+        name hidden, or its first one (worth holding a reader for)."""
         try:
             name = served_name(requested)
         except Refused:

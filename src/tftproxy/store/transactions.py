@@ -4,6 +4,7 @@ Each step is written to the records before the tree changes, so a crash at any i
 leaves a state that :mod:`tftproxy.store.recovery` completes or rolls back:
 
 * a refresh marks the name "refreshing" (keeping the previous version) before hiding it;
+* a first fetch marks the name "fetching" (the tree is untouched), so readers wait for it;
 * a new generation of a set is recorded as the set's "switching" candidate, then each link
   switches (an atomic rename), then each member's record, and only then the set's record
   says the generation is current. A member may be an alias (a relative symlink to another
@@ -15,6 +16,7 @@ The caller holds the locks of the names involved (see :mod:`tftproxy.jobs.lockin
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 
@@ -43,11 +45,27 @@ class Transactions:
             self.links.unlink(name)
         return rec
 
+    def begin_first_fetch(self, name: str) -> Record:
+        """Mark a name whose first version is being fetched, so that readers wait for it.
+
+        The original proposal's boot loader "will continue trying until the file appears":
+        tftproxy's servers hold a request for such a name, as for a refresh, and answer it
+        the moment the file is published. Nothing in the tree changes; a file someone else
+        put under the name stays served until ours replaces it (then nobody waits).
+        """
+        there = os.path.lexists(os.path.join(self.links.layout.real_root, name))
+        rec = Record(name=name, current=None, state="fetching", hidden=not there)
+        self.records.write_record(rec)
+        return rec
+
     def abort_refresh(self, name: str) -> Record | None:
-        """Put the previous version back after a failed fetch."""
+        """Put the previous version back after a failed fetch (a first fetch leaves nothing)."""
         rec = self.records.record(name)
         if rec is None or rec.state == "published":
             return rec
+        if rec.state == "fetching":
+            self.records.drop_record(name)
+            return None
         prev = rec.previous
         if prev is not None and self.objects.exists(prev.sha256):
             self.links.ensure(name, prev)
