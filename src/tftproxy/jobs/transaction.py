@@ -4,15 +4,21 @@ When one member changed (or is new), every other member of the set is revalidate
 same transaction; all switch together, as one new generation, once every member is complete
 and verified. If any fails, nothing switches and every hidden member gets its previous
 version back. Requests for the other members meanwhile join this transaction's member jobs.
+
+A failure of this machine (a full disk, a name the tree cannot take, files another user owns)
+ends the transaction like an upstream failure: a one-line reason, every staging file freed
+first (so the restore has the space it needs), then every hidden member restored, each on its
+own (one that cannot be put back does not keep the others hidden).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 
-from tftproxy.errors import UpstreamError
+from tftproxy.errors import NameRefused, UpstreamError
 from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
 from tftproxy.jobs.locking import LockCache, LockSet
@@ -21,7 +27,18 @@ from tftproxy.jobs.registry import Job, JobRegistry
 from tftproxy.jobs.results import FetchResult
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.objects import StagingFile
-from tftproxy.store.records import Record, Version
+from tftproxy.store.records import Record
+
+log = logging.getLogger(__name__)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A one-line reason for a failure of this machine, naming the file."""
+    where = f": {exc.filename}" if exc.filename else ""
+    reason = f"{exc.strerror or exc}{where}"
+    if isinstance(exc, PermissionError):
+        reason += " (the files under .tftproxy/private must belong to the user tftproxy runs as)"
+    return reason
 
 
 class SetTransaction:
@@ -39,6 +56,9 @@ class SetTransaction:
         self._lockset = LockSet(locks)
         self._hidden_names: list[str] = []
         self._staging: list[StagingFile] = []
+        self._member_jobs: list[Job] = []
+        self._unrestored: list[str] = []
+        self._had_version = False
         self._settled = False
         self._hidden = False
 
@@ -60,30 +80,47 @@ class SetTransaction:
         # Their locks first: a recovering process must not take our hiding for a crash's.
         await self._lockset.acquire(sorted(m.name for m in members))
         for member in members:
-            await self._store.begin_refresh(member.name, True)
+            # Noted first: a hide that fails half-way is still undone.
             self._hidden_names.append(member.name)
+            await self._store.begin_refresh(member.name, True)
 
     # ------------------------------------------------------------------- run
 
     async def run(self) -> FetchResult:
         job = self.job
-        async with self._locks.set_lock(job.set_id):
-            try:
-                await self._lockset.acquire([f"set:{job.set_id}", job.name])
-                return await self._run_locked()
-            finally:
-                self._lockset.release()
+        try:
+            async with self._locks.set_lock(job.set_id):
+                try:
+                    await self._lockset.acquire([f"set:{job.set_id}", job.name])
+                    result = await self._run_locked()
+                finally:
+                    self._lockset.release()
+        except OSError as exc:
+            log.error("fetch of %s for %s: %s", job.url, job.name, describe_os_error(exc))
+            result = self._failed(f"cannot change the TFTP tree: {describe_os_error(exc)}")
+        for mj in self._member_jobs:
+            if not mj.done:  # the transaction ended before their part was decided
+                mj.finish(mj.failed(f"boot set not switched: {result.message}", kept=True))
+                self._registry.retire(mj)
+        return result
+
+    def _failed(self, reason: str) -> FetchResult:
+        """The job's failure; says so when a previous version could not be put back."""
+        if self._unrestored:
+            reason += f"; could not put back {', '.join(self._unrestored)}"
+        return self.job.failed(reason, kept=self._had_version and not self._unrestored)
 
     async def _run_locked(self) -> FetchResult:
         job, store = self.job, self._store
         # The locks were free, so a half-done state is a dead process's: repaired first.
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
+        self._had_version = cur is not None
         try:
             first = await self._checker.check(job.name, job.url, cur, job.progress, self)
             if isinstance(first, Failed):
                 await self._restore()
-                return job.failed(first.reason, kept=cur is not None)
+                return self._failed(first.reason)
             if isinstance(first, Unchanged):
                 was_hidden = self._hidden
                 await self._restore()
@@ -96,16 +133,14 @@ class SetTransaction:
                                    generation=rec.generation if rec else None)
             members = await store.members(job.set_id)
             await self._lockset.acquire(sorted(m.name for m in members))
-            return await self._switch(first, cur, [m for m in members if m.name != job.name])
+            return await self._switch(first, [m for m in members if m.name != job.name])
         except BaseException:
             await self._restore()
             raise
         finally:
-            for staging in self._staging:
-                await store.discard(staging)
+            await self._free_staging()
 
-    async def _switch(self, first: Changed, cur: Version | None,
-                      others: list[Record]) -> FetchResult:
+    async def _switch(self, first: Changed, others: list[Record]) -> FetchResult:
         job = self.job
         member_jobs = [self._member_job(m) for m in others]
         await self.hide()
@@ -116,18 +151,25 @@ class SetTransaction:
         if not any(isinstance(c, Failed) for c in checks):
             checks = await self._verify(checks)
         failures = [c for c in checks if isinstance(c, Failed)]
-        if failures:
-            await self._restore()
-            detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
-            for mj, c in zip(member_jobs, checks[1:], strict=True):
-                reason = c.reason if isinstance(c, Failed) else f"boot set not switched: {detail}"
-                mj.finish(mj.failed(reason, kept=True))
-                self._registry.retire(mj)
-            return job.failed(f"boot set {job.set_id} not switched: {detail}",
-                              kept=cur is not None)
         staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
                   for c in checks if not isinstance(c, Failed)}
-        srec = await self._store.publish(job.set_id, staged, time.time())
+        srec = None
+        if not failures:
+            try:
+                srec = await self._store.publish(job.set_id, staged, time.time())
+            except (NameRefused, OSError) as exc:
+                reason = str(exc) if isinstance(exc, NameRefused) else describe_os_error(exc)
+                failures = [Failed(job.name, job.url, f"cannot publish: {reason}")]
+        if srec is None:
+            await self._restore()
+            detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
+            failed = {c.name: c for c in failures}
+            for mj in member_jobs:
+                own = failed.get(mj.name)
+                reason = own.reason if own else f"boot set not switched: {detail}"
+                mj.finish(mj.failed(reason, kept=True))
+                self._registry.retire(mj)
+            return self._failed(f"boot set {job.set_id} not switched: {detail}")
         self._settled = True
         results = []
         for c in checks:
@@ -146,6 +188,7 @@ class SetTransaction:
         assert rec.current is not None
         job = self._registry.new(rec.name, rec.current.source, rec.set or rec.name)
         self._registry.start_unless_running(job)
+        self._member_jobs.append(job)
         return job
 
     async def _verify(self, checks: list[Check]) -> list[Check]:
@@ -169,10 +212,29 @@ class SetTransaction:
             out.append(replace(c, version=replace(c.version, verified=how)))
         return out
 
+    async def _free_staging(self) -> None:
+        while self._staging:
+            staging = self._staging.pop()
+            try:
+                await self._store.discard(staging)
+            except OSError as exc:
+                log.error("cannot remove the staging file %s: %s", staging.path, exc)
+
     async def _restore(self) -> None:
-        """Put the previous versions back (after a failure, or when nothing changed)."""
+        """Put the previous versions back (after a failure, or when nothing changed).
+
+        The staging files go first: on a full disk, a failed download holds the space the
+        restore needs. Each member is restored on its own, whatever happens to the others.
+        """
         if self._settled:
             return
         self._settled = True
+        await self._free_staging()
         for name in self._hidden_names:
-            await self._store.abort_refresh(name)
+            try:
+                await self._store.abort_refresh(name)
+            except OSError as exc:
+                self._unrestored.append(name)
+                log.error("cannot put back the previous version of %s: %s; it stays hidden "
+                          "until its next fetch or tftproxy's next start", name,
+                          describe_os_error(exc))

@@ -23,7 +23,7 @@ from tftproxy.store.layout import Layout
 from tftproxy.store.links import Links
 from tftproxy.store.names import served_name
 from tftproxy.store.pins import Pins
-from tftproxy.store.records import RecordFiles
+from tftproxy.store.records import DAMAGED, Record, RecordFiles, SetRecord
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,14 @@ class ServedTree:
         if client is None:
             return self._open_current(requested)
         name = served_name(requested)
-        rec = self.records.record(name, with_checked=False)
+        rec = self._record(name)
         if rec is None or rec.set is None:
             return self._open_current(requested)
         pinned = self.pins.get(client, rec.set)
         # A pinned client reads its generation's content, also while the name is hidden for
         # a set change (its generation is then still the current one).
         if pinned is not None:
-            srec = self.records.set_record(rec.set)
+            srec = self._set_record(rec.set)
             gen = srec.generation(pinned) if srec else None
             sha = gen.members.get(name) if gen else None
             if sha is not None:
@@ -128,5 +128,19 @@ class ServedTree:
             name = served_name(requested)
         except Refused:
             return False
-        rec = self.records.record(name)
+        rec = self._record(name)
         return rec is not None and rec.state != "published" and rec.hidden
+
+    # A damaged record must not stop a name from being served: the tree is served as it is.
+
+    def _record(self, name: str) -> Record | None:
+        try:
+            return self.records.record(name, with_checked=False)
+        except DAMAGED:
+            return None
+
+    def _set_record(self, set_id: str) -> SetRecord | None:
+        try:
+            return self.records.set_record(set_id)
+        except DAMAGED:
+            return None
