@@ -32,8 +32,20 @@ class HashingWriter:
         self._pending: deque[Future[None]] = deque()
         self._flush: Future[None] | None = None
         self._unsynced = 0
+        self._broken = False
 
     def _work(self, chunks: list[bytes]) -> None:
+        # Once a write failed (disk full, min_free_space), batches already queued are dropped:
+        # the download is over, and they must not take more of the disk.
+        if self._broken:
+            return
+        try:
+            self._write(chunks)
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _write(self, chunks: list[bytes]) -> None:
         update = self._hash.update
         for chunk in chunks:
             update(chunk)

@@ -4,6 +4,10 @@ A conditional GET with the validators of the published version; a 304 or a 200 w
 sha256 keeps it (Unchanged), new bytes are left staged (Changed), anything else fails with a
 one-line reason (Failed). When the response says the representation changed, the set is
 hidden (in hide mode) before the body downloads, so a host put in build mode waits for it.
+
+``min_free_space`` is checked when the headers arrive (against the announced length) and
+again every :data:`SPACE_CHECK_EVERY` bytes while the body streams, so a body without a
+Content-Length cannot fill the disk either.
 """
 
 from __future__ import annotations
@@ -22,6 +26,37 @@ from tftproxy.store.records import Version
 
 # An up-to-date name's "last checked" time is written at most this often.
 TOUCH_INTERVAL = 1.0
+# Free space is looked at again after this many bytes of a download: the disk can drop at most
+# this far below min_free_space before the download stops.
+SPACE_CHECK_EVERY = 1024 * 1024
+
+
+class SpaceGuard:
+    """A staging file that stops the download before it takes the disk below a minimum.
+
+    Written from the download's writer thread, where looking at the file system is allowed.
+    """
+
+    def __init__(self, staging: StagingFile, minimum: int, where: object) -> None:
+        self.staging = staging
+        self.fd = staging.fd
+        self._minimum = minimum
+        self._where = where
+        self._since = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        # Looked at before the bytes go out: the disk drops at most SPACE_CHECK_EVERY below
+        # the minimum, and only when free space fell by other means between two checks.
+        self._since += len(data)
+        if self._since >= SPACE_CHECK_EVERY:
+            self._since = 0
+            free = self.staging.free_bytes()
+            if free - len(data) < self._minimum:
+                raise UpstreamError(
+                    f"not enough free space in {self._where}: {free} bytes left after "
+                    f"{self.staging.size()} bytes of the download, min_free_space is "
+                    f"{self._minimum}", local=True)
+        self.staging.write(data)
 
 
 @dataclass(frozen=True)
@@ -107,7 +142,8 @@ class Checker:
             staging = await store.new_staging(name)
             staged.append(staging)
             change.track(staging)
-            return staging
+            minimum = self.options.min_free_space
+            return SpaceGuard(staging, minimum, store.root) if minimum > 0 else staging
 
         async def on_response(v: Validators) -> None:
             await self._check_space(v.content_length or 0)
