@@ -7,16 +7,16 @@ start-up while everything else is served.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.upstream import Reply, Upstream, static
+from tests.helpers.upstream import Reply, Seen, Upstream, static
 from tests.tftp.clients import publish
 from tftproxy.store import BootStore, SetRecord, Version
 
@@ -74,16 +74,16 @@ async def test_prefixes_into_our_state_or_with_backslashes_are_named(
 
 async def test_a_directory_made_in_the_way_during_a_fetch_switches_nothing(
         api, upstream: Upstream, root: Path) -> None:
-    gate = threading.Event()
-    upstream.routes["/vmlinuz"] = lambda seen: Reply(body=KERNEL, pause_at=1000, pause=gate)
-    proxy = await api()
-    waiting = proxy.fetch_boot_file("boot/gate", upstream.url("/vmlinuz"))
-    import asyncio
+    gate, arrived = threading.Event(), threading.Event()
 
-    task = asyncio.ensure_future(waiting)
-    deadline = time.monotonic() + 10
-    while not upstream.requests_for("/vmlinuz") and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    def paused(seen: Seen) -> Reply:
+        arrived.set()
+        return Reply(body=KERNEL, pause_at=1000, pause=gate)
+
+    upstream.routes["/vmlinuz"] = paused
+    proxy = await api()
+    task = asyncio.ensure_future(proxy.fetch_boot_file("boot/gate", upstream.url("/vmlinuz")))
+    assert await asyncio.to_thread(arrived.wait, 10)
     (root / "boot/gate-vmlinuz").mkdir(parents=True)  # a directory where the link must go
     gate.set()
     status, _, body = await task
