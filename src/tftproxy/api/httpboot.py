@@ -23,7 +23,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from tftproxy.api.context import context
 from tftproxy.api.responses import text_response
-from tftproxy.errors import Refused
+from tftproxy.errors import Refused, printable
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.serving import ServedFile
 
@@ -78,8 +78,11 @@ async def serve(request: web.Request) -> web.StreamResponse:
     try:
         served = await _open(ctx.store, path, request.remote, ctx.settings.refresh_hold)
     except Refused:
-        return text_response(403, f"Forbidden: {PREFIX}/{path}")
+        return text_response(403, f"Forbidden: {PREFIX}/{printable(path, 200)}")
     except FileNotFoundError:
-        return text_response(404, f"Not found: {PREFIX}/{path}")
+        return text_response(404, f"Not found: {PREFIX}/{printable(path, 200)}")
+    except OSError as exc:  # this machine's trouble (descriptors, I/O), not the request's
+        return text_response(503, f"Service Unavailable: {PREFIX}/{printable(path, 200)}: "
+                                  f"{exc.strerror or exc}")
     content_type = mimetypes.guess_type(served.name)[0] or "application/octet-stream"
     return _PinnedFileResponse(served, content_type)

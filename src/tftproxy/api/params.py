@@ -3,7 +3,9 @@
 Foreman posts ``application/x-www-form-urlencoded``; curl users may post ``multipart/form-data``
 or a JSON object. Values are decoded strictly: a byte sequence that is not UTF-8 is refused
 with a message naming the parameter, instead of being silently replaced (aiohttp's ``post()``
-would write U+FFFD into a boot config).
+would write U+FFFD into a boot config). Every value must be text: a JSON string with a lone
+surrogate (``"\\ud800"``, which no UTF-8 file can hold) and JSON nested past what a
+parameter can be are refused with a 400 too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,45 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tftproxy.errors import BadParameters, BodyTooLarge, UnsupportedMediaType, printable
+
+# Parameters are flat strings: anything nested deeper than this is not one of ours, and
+# json.loads would otherwise recurse until Python's stack limit.
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth(text: str) -> int:
+    """How deeply brackets nest in ``text`` (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def _text(value: str, what: str) -> str:
+    """``value`` if it is text a file can hold (no lone surrogate), else BadParameters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = repr(value[exc.start])[1:-1]
+        raise BadParameters(f"{what} contains a lone surrogate ({bad}), which is not "
+                            f"text") from None
+    return value
 
 
 def parse_urlencoded(data: bytes, where: str, charset: str = "utf-8") -> dict[str, str]:
@@ -64,17 +105,21 @@ async def _body_params(request: web.Request) -> dict[str, str]:
         # curl --data without a type, and clients that omit it, mean a form, as in Sinatra.
         return parse_urlencoded(body.strip(), "request body", charset)
     if ctype == "application/json":
+        if _json_depth(text) > MAX_JSON_DEPTH:
+            raise BadParameters(f"request body nests JSON more than {MAX_JSON_DEPTH} levels "
+                                f"deep; parameters are strings")
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise BadParameters(f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise BadParameters("a JSON request body must be an object")
         out: dict[str, str] = {}
         for key, val in data.items():
+            name = printable(_text(key, "a parameter name"))
             if isinstance(val, bool) or not isinstance(val, str | int | float):
-                raise BadParameters(f"parameter {printable(key)} must be a string")
-            out[key] = str(val)
+                raise BadParameters(f"parameter {name} must be a string")
+            out[key] = _text(str(val), f"parameter {name}")
         return out
     raise UnsupportedMediaType(f"unsupported Content-Type {printable(ctype)}: send "
                           f"application/x-www-form-urlencoded")
@@ -91,14 +136,17 @@ async def _multipart(request: web.Request) -> dict[str, str]:
         raise BadParameters(f"unreadable multipart body: {printable(str(exc), 200)}") from None
     out: dict[str, str] = {}
     for key, val in form.items():
+        name = printable(_text(key, "a parameter name"))
         if not isinstance(val, str):
-            raise BadParameters(f"parameter {printable(key)} must be a text field, not a file")
-        out[key] = val
+            raise BadParameters(f"parameter {name} must be a text field, not a file")
+        out[key] = _text(val, f"parameter {name}")
     return out
 
 
 async def read_params(request: web.Request) -> dict[str, str]:
     """Query parameters overlaid with body parameters (the body wins, as in Sinatra)."""
-    params = parse_urlencoded(request.rel_url.raw_query_string.encode(), "query string")
+    # The request line's bytes, as they came (aiohttp keeps non-UTF-8 ones as surrogates).
+    raw = request.rel_url.raw_query_string.encode("utf-8", "surrogateescape")
+    params = parse_urlencoded(raw, "query string")
     params.update(await _body_params(request))
     return params

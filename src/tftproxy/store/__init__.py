@@ -48,7 +48,7 @@ class BootStore:
                                  self.transactions)
         self.serving = ServedTree(self.layout, pin_window)
         self.pins = self.serving.pins
-        self.configs = PxeConfigs(self.root)
+        self.configs = PxeConfigs(self.root, self.serving)
 
     def lock(self, name: str) -> NameLock:
         """The lock of a name (or of ``set:<id>``), shared with every other process."""

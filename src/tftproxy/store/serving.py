@@ -68,7 +68,8 @@ class ServedTree:
             raise Refused(f"{requested!r} is tftproxy's private state")
 
     def open_served(self, requested: str, client: str | None = None) -> ServedFile:
-        """Open a file for serving; raises FileNotFoundError, Refused or another OSError.
+        """Open a file for serving; raises FileNotFoundError (also for a path the OS rejects:
+        not a directory on the way, a name too long), Refused, or another OSError.
 
         With ``client`` (its address), members of a boot set are served from the generation
         that client started on, and its pin is noted.
@@ -105,7 +106,8 @@ class ServedTree:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
-            if exc.errno == errno.ENOENT:
+            # "a/b" where a is a file, or a name no file can have: simply not there.
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
                 raise FileNotFoundError(requested) from None
             if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM):
                 raise Refused(f"{requested!r} cannot be opened") from None

@@ -16,7 +16,6 @@ pins the version for the whole transfer and blocks are read by offset from it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
@@ -166,9 +165,6 @@ def open_for(backend: Backend, name: str, client: str) -> OpenFile | Refusal:
     except Refused as exc:
         return Refusal(ErrorCode.ACCESS_VIOLATION, "access violation", "denied", str(exc))
     except OSError as exc:
-        if exc.errno in (errno.ENOTDIR, errno.ENAMETOOLONG):
-            # "a/b" where a is a file, or a name no file can have: simply not there.
-            return Refusal(ErrorCode.FILE_NOT_FOUND, "file not found", "not_found")
         return Refusal(ErrorCode.NOT_DEFINED, "cannot open file", "server_errors",
                        exc.strerror or str(exc))
 
