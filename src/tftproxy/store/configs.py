@@ -39,8 +39,6 @@ from pathlib import Path
 from tftproxy._fs import replace_file_atomically, replace_symlink_atomically
 from tftproxy._paths import is_within
 from tftproxy.errors import ConfigNotFound, PxeInputError, Refused
-from tftproxy.store.layout import STATE_DIRNAME
-from tftproxy.store.serving import ServedTree
 from tftproxy.pxe import (
     HOST_CONFIG,
     UNIVERSE,
@@ -51,6 +49,8 @@ from tftproxy.pxe import (
     config_files,
     default_files,
 )
+from tftproxy.store.layout import STATE_DIRNAME
+from tftproxy.store.serving import ServedTree
 
 _MODE = 0o644  # TFTP servers read as an unprivileged user
 # A config is a few kilobytes (the API takes at most 1 MiB); reading one is never allowed to
