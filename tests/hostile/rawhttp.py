@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import Any
 
@@ -17,10 +18,9 @@ def exchange(port: int, data: bytes, *, timeout: float = 5.0, host: str = "127.0
         s.connect((host, port))
         # No half-close after sending: a server may (aiohttp does) take it as the end of the
         # connection and drop what it was answering.
-        try:
+        # The server may answer and close before reading everything.
+        with contextlib.suppress(OSError):
             s.sendall(data)
-        except OSError:
-            pass  # the server may answer and close before reading everything
         chunks = []
         try:
             while True:
