@@ -72,7 +72,7 @@ class ServedTree:
         not a directory on the way, a name too long), Refused, or another OSError.
 
         With ``client`` (its address), members of a boot set are served from the generation
-        that client started on, and its pin is noted.
+        that client started on; its first read of the set pins it for ``pin_window``.
         """
         if client is None:
             return self._open_current(requested)
@@ -94,11 +94,11 @@ class ServedTree:
                 except (FileNotFoundError, Refused):
                     pass
                 else:
-                    self.pins.note(client, rec.set, pinned)
-                    return replace(served, name=name)
+                    return replace(served, name=name)  # reading never renews the pin
         served = self._open_current(requested)
-        if self._links.linked_sha256(name) == (rec.current.sha256 if rec.current else None):
-            self.pins.note(client, rec.set, rec.generation)
+        if pinned is None and (self._links.linked_sha256(name)
+                               == (rec.current.sha256 if rec.current else None)):
+            self.pins.start(client, rec.set, rec.generation)
         return served
 
     def _open_current(self, requested: str) -> ServedFile:
