@@ -136,11 +136,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from tftproxy import assemble
-    from tftproxy.store.gc import collect
+    from tftproxy.store.gc import GcReport, collect
 
     settings = _settings(args)
     grace = settings.gc_grace if args.grace is None else args.grace
-    report = collect(assemble.store(settings), grace, dry_run=args.dry_run)
+    store = assemble.store(settings, create=False)
+    if not store.layout.exists():
+        # Nothing to clean, and a clean-up (least of all a dry run) makes no store.
+        print(f"no tftproxy store under {settings.tftproot}: nothing to clean", file=sys.stderr)
+        if args.json:
+            json.dump(GcReport(dry_run=args.dry_run, grace=grace).to_json(), sys.stdout, indent=2)
+            print()
+        return 0
+    report = collect(store, grace, dry_run=args.dry_run)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()

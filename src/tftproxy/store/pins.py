@@ -36,11 +36,17 @@ class Pins:
         self.window = window
 
     def _read(self, path: Path) -> dict[str, list[float]]:
+        """A client's pins, ``set -> [generation, expires]``; a damaged entry is no pin."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
+        out: dict[str, list[float]] = {}
+        for set_id, entry in data.items() if isinstance(data, dict) else ():
+            with contextlib.suppress(TypeError, ValueError):
+                generation, expires = entry
+                out[str(set_id)] = [int(generation), float(expires)]
+        return out
 
     def get(self, client: str, set_id: str, now: float | None = None) -> int | None:
         """The generation this client is pinned to for the set, if the pin is still valid."""
@@ -65,18 +71,19 @@ class Pins:
         with contextlib.suppress(OSError):
             replace_file_atomically(path, json.dumps(data).encode(), durable=False)
 
-    def active(self, now: float | None = None) -> dict[str, set[int]]:
-        """Every set generation some client is pinned to now (what clean-up must keep)."""
+    def active(self, now: float | None = None, *, prune: bool = True) -> dict[str, set[int]]:
+        """Every set generation some client is pinned to now (what clean-up must keep);
+        ``prune`` removes the files of clients whose pins have all expired."""
         now = time.time() if now is None else now
         out: dict[str, set[int]] = {}
         if not self.directory.is_dir():
             return out
         for path in self.directory.glob("*.json"):
             data = self._read(path)
-            if not data:
-                # Only expired pins were left: the file can go.
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            if not data or all(v[1] < now for v in data.values()):
+                if prune:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
                 continue
             for set_id, (generation, expires) in data.items():
                 if expires >= now:
