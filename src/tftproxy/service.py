@@ -14,6 +14,7 @@ from tftproxy.api.app import create_app
 from tftproxy.api.listeners import api_listeners
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
+from tftproxy.store.ownership import ownership_problem
 from tftproxy.tftp.workers import TftpHandle
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
     """Serve until SIGINT/SIGTERM; staging leftovers of a previous crash are cleaned first."""
     listeners = api_listeners(settings)  # first: unusable TLS files stop us before any work
     tree = await asyncio.to_thread(assemble.store, settings)
+    problem = await asyncio.to_thread(ownership_problem, tree.layout)
+    if problem is not None:
+        log.error("%s", problem)
     files = assemble.boot_files(settings, tree)
     await files.recover()
     app = create_app(settings, files, files.store)

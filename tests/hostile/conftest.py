@@ -96,14 +96,18 @@ class Served:
 
 
 def start_serve(root: Path, log: Path, *args: str, env: dict[str, str] | None = None,
-                nofile: int | None = None, wait: float = 20.0) -> Served:
+                nofile: int | None = None, wrapper: list[str] | None = None,
+                wait: float = 20.0) -> Served:
     """``tftproxy serve`` on a free loopback port; returns once it answers /features (or
-    fails the test with its log if it exits or does not answer)."""
+    fails the test with its log if it exits or does not answer). ``nofile`` is its descriptor
+    limit; ``wrapper`` a command it runs under (setpriv, to run as another user)."""
     port = free_tcp_port()
     cmd = [sys.executable, "-m", "tftproxy", "serve", "--root", str(root),
            "--listen", f"127.0.0.1:{port}", *args]
     if nofile is not None:
         cmd = ["prlimit", f"--nofile={nofile}:{nofile}", "--", *cmd]
+    if wrapper is not None:
+        cmd = [*wrapper, *cmd]
     full_env = {**os.environ, "TFTPROXY_MIN_FREE_SPACE": "0", "TFTPROXY_GC_INTERVAL": "0",
                 **(env or {})}
     out = open(log, "wb")  # noqa: SIM115 - the process writes it until stopped

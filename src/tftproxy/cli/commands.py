@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from typing import Any
 
 from tftproxy.cli.output import ProgressBar
+from tftproxy.cli.owner import act_as_tree_owner, refuse_foreign_tree
 from tftproxy.errors import InputError
 from tftproxy.settings.model import Settings
 from tftproxy.settings.sources import load, load_settings, render
+from tftproxy.store.layout import Layout
+
+log = logging.getLogger("tftproxy")
 
 
 def _overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
@@ -34,6 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # An explicit --listen asks for HTTP even where a smart-proxy settings.yml has no http_port.
     http = {"listen": args.listen, "http_enabled": True} if args.listen else {}
     settings = _settings(args, **http, tftp_listen=args.tftp_listen)
+    refused = refuse_foreign_tree(Layout.at(settings.tftproot), "serve")
+    if refused is not None:
+        return refused
     return asyncio.run(run_server(settings))
 
 
@@ -50,8 +58,17 @@ def cmd_tftpd(args: argparse.Namespace) -> int:
         print(f"tftproxy tftpd: TFTP root {settings.tftproot} is not a directory",
               file=sys.stderr)
         return 2
+    _report_ownership(Layout.at(settings.tftproot))
     return serve_foreground(assemble.served_tree(settings), settings.tftp_listen,
                             settings.tftp_workers, assemble.tftp_config(settings))
+
+
+def _report_ownership(layout: Layout) -> None:
+    from tftproxy.store.ownership import ownership_problem
+
+    problem = ownership_problem(layout)
+    if problem is not None:
+        log.error("%s", problem)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -72,6 +89,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from tftproxy import assemble
 
     settings = _settings(args)
+    act_as_tree_owner(Layout.at(settings.tftproot))
     bar = ProgressBar(sys.stderr)
 
     async def go() -> int:
@@ -100,6 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tftproxy.jobs.status import status_report
 
     settings = _settings(args)
+    act_as_tree_owner(Layout.at(settings.tftproot))
     report = status_report(assemble.store(settings, create=False))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
@@ -140,6 +159,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     grace = settings.gc_grace if args.grace is None else args.grace
+    act_as_tree_owner(Layout.at(settings.tftproot))
     store = assemble.store(settings, create=False)
     if not store.layout.exists():
         # Nothing to clean, and a clean-up (least of all a dry run) makes no store.
