@@ -29,6 +29,8 @@ def fetch_options(settings: Settings) -> FetchOptions:
     return FetchOptions(
         connect_timeout=settings.tftp_connect_timeout,
         stall_timeout=settings.stall_timeout,
+        min_rate=settings.min_rate,
+        rate_window=settings.rate_window,
         total_timeout=settings.fetch_timeout,
         max_redirects=settings.max_redirects,
         retries=settings.retries,

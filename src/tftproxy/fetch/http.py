@@ -2,7 +2,10 @@
 
 It knows nothing of names or links; :mod:`tftproxy.jobs` decides what a result means.
 Bytes are stored exactly as the server sent them (``Accept-Encoding: identity``, never
-decoded), as curl does without ``--compressed``. Every aiohttp failure becomes an
+decoded), as curl does without ``--compressed``. A trickling server is cut off: with
+``min_rate``, the response headers must come within ``rate_window`` seconds and the body at
+``min_rate`` bytes/s or more over each ``rate_window``, so a name hidden for a refresh is not
+kept hidden for an hour by a few bytes a second. Every aiohttp failure becomes an
 :class:`~tftproxy.errors.UpstreamError` with a one-line reason in one place
 (:meth:`Fetcher._mapped_errors`); transient ones are retried with backoff.
 """
@@ -175,8 +178,27 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        o = self.options
+        # Headers trickled byte by byte would hold the job (and its set's lock) for hours.
+        header_limit = max(o.rate_window, o.stall_timeout) if o.min_rate else None
+        headers_due = asyncio.timeout(header_limit)
+        try:
+            return await self._response(url, headers, headers_due, etag, last_modified, sink,
+                                        on_response, progress)
+        except TimeoutError:
+            if not headers_due.expired():
+                raise  # the total time limit, named by the caller
+            raise UpstreamError(f"too slow: no response headers within {header_limit:g} s",
+                                retryable=True) from None
+
+    async def _response(self, url: str, headers: dict[str, str], headers_due: asyncio.Timeout,
+                        etag: str | None, last_modified: str | None, sink: SinkFactory,
+                        on_response: OnResponse | None,
+                        progress: ProgressFn | None) -> Downloaded | NotModified:
+        o = self.options
         with self._mapped_errors():
-            async with await self._get(url, headers) as resp:
+            async with headers_due, await self._get(url, headers) as resp:
+                headers_due.reschedule(None)
                 final_url = str(resp.url)
                 validators = Validators(
                     etag=resp.headers.get("ETag"),
@@ -194,8 +216,7 @@ class Fetcher:
                 if on_response is not None:
                     await on_response(validators)
                 # The staging file is made only now: an up-to-date check creates no file.
-                return await _stream(resp, await sink(), final_url, validators, progress,
-                                     self.options.max_file_size)
+                return await _stream(resp, await sink(), final_url, validators, progress, o)
 
     async def _text_attempt(self, url: str, limit: int) -> str | None:
         with self._mapped_errors():
@@ -268,17 +289,45 @@ class Fetcher:
             )
 
 
+class RateFloor:
+    """Fails a body that arrives slower than ``min_rate`` bytes/s over a ``window``.
+
+    Measured over consecutive windows from the start of the body; each chunk's arrival is a
+    check, and aiohttp's read timeout (stall_timeout) bounds the time between two.
+    """
+
+    def __init__(self, min_rate: int, window: float, now: float) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self._start = now
+        self._bytes = 0
+
+    def update(self, received: int, now: float) -> None:
+        self._bytes += received
+        elapsed = now - self._start
+        if not self.min_rate or elapsed < self.window:
+            return
+        if self._bytes < self.min_rate * elapsed:
+            raise UpstreamError(
+                f"too slow: {self._bytes} bytes in the last {elapsed:.0f} s, less than "
+                f"min_rate ({self.min_rate} bytes/s over rate_window {self.window:g} s)",
+                retryable=True)
+        self._start, self._bytes = now, 0
+
+
 async def _stream(
     resp: aiohttp.ClientResponse,
     sink: Sink,
     final_url: str,
     validators: Validators,
     progress: ProgressFn | None,
-    max_file_size: int,
+    options: FetchOptions,
 ) -> Downloaded:
     """The body into ``sink``, hashed on the way; its length checked against the header."""
     expected = validators.content_length
+    max_file_size = options.max_file_size
     writer = HashingWriter(sink)
+    floor = RateFloor(options.min_rate, options.rate_window, time.monotonic())
     size = 0
     batch: list[bytes] = []
     batch_size = 0
@@ -296,6 +345,7 @@ async def _stream(
                 raise _broken_off(exc, size, expected) from None
             if not chunk:
                 break
+            floor.update(len(chunk), time.monotonic())
             size += len(chunk)
             if size > max_file_size:
                 raise UpstreamError(

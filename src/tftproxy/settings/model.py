@@ -93,6 +93,14 @@ class Settings(BaseModel):
         30.0, ge=0, description="How long POST /tftp/fetch_boot_file waits before answering 202."
     )
     stall_timeout: float = Field(30.0, gt=0, description="Fail when no byte arrives for this long.")
+    min_rate: int = Field(
+        1024, ge=0, description="Fail a download slower than this many bytes/s over rate_window "
+        "(a trickling upstream); 0 turns the check off."
+    )
+    rate_window: float = Field(
+        60.0, gt=0, description="Seconds over which min_rate is measured; also how long the "
+        "response headers may take when min_rate is on."
+    )
     fetch_timeout: float = Field(3600.0, gt=0, description="Total time limit of one download (s).")
     max_redirects: int = Field(10, ge=0, description="Redirects followed before giving up.")
     retries: int = Field(3, ge=0, description="Retries on connection errors and 5xx.")
