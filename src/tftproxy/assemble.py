@@ -51,9 +51,12 @@ def tftp_config(settings: Settings) -> ServerConfig:
     return ServerConfig(
         policy=Policy(max_blksize=settings.tftp_max_blksize,
                       max_windowsize=settings.tftp_max_windowsize,
-                      timeout=settings.tftp_timeout, retries=settings.tftp_retries),
+                      timeout=settings.tftp_timeout, retries=settings.tftp_retries,
+                      first_retries=settings.tftp_first_retries,
+                      first_timeout=settings.tftp_timeout),
         refresh_hold=settings.refresh_hold,
         max_transfers=settings.tftp_max_transfers,
+        max_per_client=settings.tftp_max_per_client,
     )
 
 

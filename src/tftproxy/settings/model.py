@@ -173,7 +173,20 @@ class Settings(BaseModel):
     tftp_max_transfers: int = Field(
         1000, ge=1,
         description="Concurrent TFTP transfers per worker; requests beyond go unanswered "
-        "(the client retries), so a storm cannot exhaust file descriptors.",
+        "(the client retries), so a storm cannot exhaust file descriptors. When all are "
+        "taken, a new request takes the slot of the oldest transfer whose client has not "
+        "acknowledged anything yet.",
+    )
+    tftp_max_per_client: int = Field(
+        32, ge=1,
+        description="Concurrent TFTP transfers (and held requests) per client address and "
+        "worker; requests beyond go unanswered, so one host cannot take every slot.",
+    )
+    tftp_first_retries: int = Field(
+        2, ge=0, le=100,
+        description="Resends of the first answer (OACK or DATA 1) before the client's first "
+        "ACK, every tftp_timeout at most whatever timeout it asked for: what a forged request "
+        "can make the server send, and how long it holds a slot.",
     )
 
     @field_validator("tftp_listen", mode="before")

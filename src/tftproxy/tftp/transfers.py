@@ -30,12 +30,46 @@ OUTCOME_COUNTER: Final = {
     Outcome.CLIENT_GONE: "client_gone",
     Outcome.SUPERSEDED: "superseded",
     Outcome.SHUTDOWN: "shutdown",
+    Outcome.EVICTED: "evicted",
 }
 _BIG_WINDOW: Final = 128 * 1024
 
 
 def format_peer(addr: Address) -> str:
     return format_hostport(addr[0], addr[1])
+
+
+class LogBudget:
+    """At most ``rate`` log lines a second, in bursts of up to ``burst``.
+
+    Every transfer and refusal logs one line; a flood of forged requests would otherwise
+    write a line per datagram and fill the disk the logs live on. What is over the budget is
+    counted and reported in one line once lines are allowed again.
+    """
+
+    def __init__(self, rate: float = 20.0, burst: int = 200) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return False
+        self._tokens -= 1
+        if self.suppressed:
+            log.warning("tftp: %d log lines suppressed (more than %g a second)",
+                        self.suppressed, self.rate)
+            self.suppressed = 0
+        return True
+
+
+LOG_BUDGET = LogBudget()
 
 
 class Transfer:
@@ -83,7 +117,7 @@ class Transfer:
     def log_end(self, final: Outcome) -> None:
         m = self.machine
         level = logging.INFO if final in (Outcome.COMPLETE, Outcome.PROBE) else logging.WARNING
-        if log.isEnabledFor(level):
+        if log.isEnabledFor(level) and LOG_BUDGET.allow():
             log.log(level, "tftp %s %r %s %s: %d bytes in %.3f s (%d packets, %d resent), %s%s",
                     format_peer(self.client), self.name, self.mode, m.negotiated.describe(),
                     m.bytes_acknowledged, time.monotonic() - self.started, m.packets_sent,
@@ -107,7 +141,9 @@ def open_transfer(lst: Listener, local: LocalAddress | None, client: Address, ra
         if window_bytes > _BIG_WINDOW:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * window_bytes)
-        machine = ReadTransfer(negotiated, source, retries=policy.retries)
+        machine = ReadTransfer(negotiated, source, retries=policy.retries,
+                               first_retries=policy.first_retries,
+                               first_timeout=policy.first_timeout)
         t = Transfer(sock, machine, served, client, raw, request, now)
         if negotiated.windowsize > 1:
             t.gso_chunk = gso_chunk(negotiated.blksize + 4)
