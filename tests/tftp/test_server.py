@@ -146,7 +146,8 @@ def test_uefi_size_probe(port: int, server: TftpServer, tree: dict[str, bytes],
 
 def test_unanswered_transfer_gives_up_after_bounded_retries(store: BootStore,
                                                             tree: dict[str, bytes]) -> None:
-    config = ServerConfig(policy=Policy(timeout=0.1, retries=2))
+    # Unanswered means unverified: first_retries bounds it, whatever retries allows later.
+    config = ServerConfig(policy=Policy(timeout=0.1, retries=5, first_retries=2))
     with running_server(store, config) as srv, RawClient(srv.addresses[0]) as c:
         c.rrq("pxelinux.0")
         blocks = [c.recv()[0] for _ in range(3)]  # the first send and two resends

@@ -183,7 +183,7 @@ class Settings(BaseModel):
         "worker; requests beyond go unanswered, so one host cannot take every slot.",
     )
     tftp_first_retries: int = Field(
-        2, ge=0, le=100,
+        1, ge=0, le=100,
         description="Resends of the first answer (OACK or DATA 1) before the client's first "
         "ACK, every tftp_timeout at most whatever timeout it asked for: what a forged request "
         "can make the server send, and how long it holds a slot.",

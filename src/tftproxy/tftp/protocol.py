@@ -89,7 +89,7 @@ class Policy:
     timeout: float = 1.0
     retries: int = 5
     # Before the client's first ACK: resends, and the longest wait between two (see above).
-    first_retries: int = 2
+    first_retries: int = 1
     first_timeout: float = 1.0
 
 
