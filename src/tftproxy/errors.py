@@ -11,6 +11,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   ├── UnsupportedSource      a URL whose scheme tftproxy does not fetch
     │   ├── BadParameters          request parameters that cannot be read
     │   │   ├── BodyTooLarge
+    │   │   ├── BodyTimeout            a body that did not arrive in time
     │   │   └── UnsupportedMediaType
     │   ├── PxeInputError          a PXE-config request that cannot be carried out
     │   │   ├── InvalidMac
@@ -57,6 +58,10 @@ class BadParameters(InputError):
 
 class BodyTooLarge(BadParameters):
     """A request body over the API's limit."""
+
+
+class BodyTimeout(BadParameters):
+    """A request body that did not arrive within the API's time limit (a slow client)."""
 
 
 class UnsupportedMediaType(BadParameters):

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import replace
 
 from aiohttp import web
 
 from tftproxy import assemble
-from tftproxy.api.app import create_app
+from tftproxy._limits import raise_fd_limit
+from tftproxy.api.app import GUARD, connection_limits, create_app
+from tftproxy.api.connections import ConnectionLimits, GuardedSite
 from tftproxy.api.listeners import api_listeners
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
@@ -18,6 +21,10 @@ from tftproxy.store.ownership import ownership_problem
 from tftproxy.tftp.workers import TftpHandle
 
 log = logging.getLogger(__name__)
+
+# Descriptors kept for everything but API connections: lock files, staging and record files,
+# upstream connections, the store's threads, the TFTP workers' pipes.
+FD_RESERVE = 400
 
 
 async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
@@ -30,6 +37,22 @@ async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
             log.warning("periodic clean-up failed: %s", exc)
 
 
+def _connection_limits(settings: Settings) -> ConnectionLimits:
+    """The API's connection limits, the cap kept below what the descriptor limit allows.
+
+    Each connection may hold two descriptors (its socket, a file it sends); the store, its
+    locks, downloads and the TFTP workers' pipes need the rest.
+    """
+    limits = connection_limits(settings)
+    fds = raise_fd_limit(2 * limits.max_connections + FD_RESERVE)
+    usable = max(16, (fds - FD_RESERVE) // 2)
+    if usable < limits.max_connections:
+        log.warning("http_max_connections %d lowered to %d: the descriptor limit is %d",
+                    limits.max_connections, usable, fds)
+        limits = replace(limits, max_connections=usable)
+    return limits
+
+
 async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> int:
     """Serve until SIGINT/SIGTERM; staging leftovers of a previous crash are cleaned first."""
     listeners = api_listeners(settings)  # first: unusable TLS files stop us before any work
@@ -39,8 +62,9 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
         log.error("%s", problem)
     files = assemble.boot_files(settings, tree)
     await files.recover()
-    app = create_app(settings, files, files.store)
-    runner = web.AppRunner(app, access_log=log, handle_signals=False)
+    app = create_app(settings, files, files.store, _connection_limits(settings))
+    runner = web.AppRunner(app, access_log=log, handle_signals=False,
+                           keepalive_timeout=settings.http_keepalive_timeout)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -57,7 +81,7 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
             for host, port in tftp.addresses:
                 log.info("TFTP on %s:%d, %d worker(s)", host, port, settings.tftp_workers)
         for lst in listeners:
-            site = web.TCPSite(runner, lst.host, lst.port, reuse_address=True,
+            site = GuardedSite(runner, app[GUARD], lst.host, lst.port,
                                ssl_context=lst.ssl_context)
             await site.start()
             log.info("API on %s, TFTP root %s", lst.url, settings.tftproot)

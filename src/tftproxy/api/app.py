@@ -16,6 +16,7 @@ from aiohttp import web
 
 from tftproxy.api import bootfiles, httpboot, openapi, proxy, pxe
 from tftproxy.api.auth import Authorizer
+from tftproxy.api.connections import ConnectionGuard, ConnectionLimits
 from tftproxy.api.context import CONTEXT, ApiContext
 from tftproxy.api.responses import not_allowed, plain_text_errors
 from tftproxy.jobs.bootfiles import BootFiles
@@ -25,6 +26,7 @@ from tftproxy.store.aio import AsyncStore
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY = 1024 * 1024
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("tftproxy-connections", ConnectionGuard)
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,22 @@ def _dispatcher(methods: dict[str, Handler]) -> Handler:
     return dispatch
 
 
-def create_app(settings: Settings, files: BootFiles, store: AsyncStore) -> web.Application:
-    """The API application; ``files`` runs the fetch jobs, ``store`` is the tree."""
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(header_timeout=settings.http_header_timeout,
+                            max_connections=settings.http_max_connections,
+                            max_per_client=settings.http_max_connections_per_client)
+
+
+def create_app(settings: Settings, files: BootFiles, store: AsyncStore,
+               limits: ConnectionLimits | None = None) -> web.Application:
+    """The API application; ``files`` runs the fetch jobs, ``store`` is the tree. Listeners
+    made with :class:`GuardedSite` and ``app[GUARD]`` apply ``limits`` to connections."""
     app = web.Application(client_max_size=MAX_BODY)
     app[CONTEXT] = ApiContext(settings=settings, files=files, store=store)
-    # Outermost first: every failure becomes plain text, then the trusted_hosts/TLS guard.
+    app[GUARD] = guard = ConnectionGuard(limits or connection_limits(settings))
+    # Outermost first: the connection guard learns a header is complete, every failure
+    # becomes plain text, then the trusted_hosts/TLS guard.
+    app.middlewares.append(guard.middleware)
     app.middlewares.append(plain_text_errors)
     app.middlewares.append(Authorizer(settings).middleware)
     by_path: dict[str, dict[str, Handler]] = {}

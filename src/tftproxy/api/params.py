@@ -10,13 +10,21 @@ parameter can be are refused with a 400 too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from tftproxy.errors import BadParameters, BodyTooLarge, UnsupportedMediaType, printable
+from tftproxy.api.context import context
+from tftproxy.errors import (
+    BadParameters,
+    BodyTimeout,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    printable,
+)
 
 # Parameters are flat strings: anything nested deeper than this is not one of ours, and
 # json.loads would otherwise recurse until Python's stack limit.
@@ -84,6 +92,16 @@ def parse_urlencoded(data: bytes, where: str, charset: str = "utf-8") -> dict[st
 async def _body_params(request: web.Request) -> dict[str, str]:
     if not request.body_exists:
         return {}
+    limit = context(request).settings.http_header_timeout
+    try:
+        # A body trickled byte by byte would hold the connection (and a handler) forever.
+        async with asyncio.timeout(limit):
+            return await _read_body_params(request)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {limit:g} s") from None
+
+
+async def _read_body_params(request: web.Request) -> dict[str, str]:
     ctype = request.content_type
     if ctype == "multipart/form-data":
         return await _multipart(request)

@@ -83,6 +83,23 @@ class Settings(BaseModel):
     forward_verify: bool = Field(
         True, description="Over HTTP, require the reverse DNS name to resolve back to the client."
     )
+    http_header_timeout: float = Field(
+        15.0, gt=0,
+        description="Seconds a new API connection has to send its first request's header; "
+        "also how long a request body may take. Slower clients are disconnected.",
+    )
+    http_keepalive_timeout: float = Field(
+        15.0, gt=0, description="Seconds an idle kept-alive API connection stays open."
+    )
+    http_max_connections: int = Field(
+        512, ge=1,
+        description="API connections at once, over all listeners; when full, a new one "
+        "replaces the oldest that has not sent a complete header. Also kept below the "
+        "process's descriptor limit.",
+    )
+    http_max_connections_per_client: int = Field(
+        64, ge=1, description="API connections at once from one client address."
+    )
     feature_enabled: FeatureMode = Field(
         FeatureMode.ON,
         description="smart-proxy's tftp `enabled`: true, false, or http / https for one of them.",
