@@ -83,23 +83,15 @@ class Settings(BaseModel):
     forward_verify: bool = Field(
         True, description="Over HTTP, require the reverse DNS name to resolve back to the client."
     )
-    http_header_timeout: float = Field(
-        15.0, gt=0,
-        description="Seconds a new API connection has to send its first request's header; "
-        "also how long a request body may take. Slower clients are disconnected.",
-    )
-    http_keepalive_timeout: float = Field(
-        15.0, gt=0, description="Seconds an idle kept-alive API connection stays open."
-    )
-    http_max_connections: int = Field(
-        512, ge=1,
-        description="API connections at once, over all listeners; when full, a new one "
-        "replaces the oldest that has not sent a complete header. Also kept below the "
-        "process's descriptor limit.",
-    )
-    http_max_connections_per_client: int = Field(
-        64, ge=1, description="API connections at once from one client address."
-    )
+    http_header_timeout: float = Field(15.0, gt=0, description="Seconds a new API connection "
+                                       "has to send its first header; also a body's limit.")
+    http_keepalive_timeout: float = Field(15.0, gt=0, description="Seconds an idle kept-alive "
+                                          "API connection stays open.")
+    http_max_connections: int = Field(512, ge=1, description="API connections at once (kept "
+                                      "below the descriptor limit); when full, a new one "
+                                      "replaces the oldest without a complete header.")
+    http_max_connections_per_client: int = Field(64, ge=1, description="API connections at "
+                                                 "once from one client address.")
     feature_enabled: FeatureMode = Field(
         FeatureMode.ON,
         description="smart-proxy's tftp `enabled`: true, false, or http / https for one of them.",
@@ -110,14 +102,10 @@ class Settings(BaseModel):
         30.0, ge=0, description="How long POST /tftp/fetch_boot_file waits before answering 202."
     )
     stall_timeout: float = Field(30.0, gt=0, description="Fail when no byte arrives for this long.")
-    min_rate: int = Field(
-        1024, ge=0, description="Fail a download slower than this many bytes/s over rate_window "
-        "(a trickling upstream); 0 turns the check off."
-    )
-    rate_window: float = Field(
-        60.0, gt=0, description="Seconds over which min_rate is measured; also how long the "
-        "response headers may take when min_rate is on."
-    )
+    min_rate: int = Field(1024, ge=0, description="Fail a download slower than this many "
+                          "bytes/s over rate_window (a trickling upstream); 0: no check.")
+    rate_window: float = Field(60.0, gt=0, description="Seconds over which min_rate is "
+                               "measured; also the limit for response headers.")
     fetch_timeout: float = Field(3600.0, gt=0, description="Total time limit of one download (s).")
     max_redirects: int = Field(10, ge=0, description="Redirects followed before giving up.")
     retries: int = Field(3, ge=0, description="Retries on connection errors and 5xx.")
@@ -194,11 +182,8 @@ class Settings(BaseModel):
         "taken, a new request takes the slot of the oldest transfer whose client has not "
         "acknowledged anything yet.",
     )
-    tftp_max_per_client: int = Field(
-        32, ge=1,
-        description="Concurrent TFTP transfers (and held requests) per client address and "
-        "worker; requests beyond go unanswered, so one host cannot take every slot.",
-    )
+    tftp_max_per_client: int = Field(32, ge=1, description="Concurrent TFTP transfers (and "
+                                     "held requests) per client address and worker.")
     tftp_first_retries: int = Field(
         1, ge=0, le=100,
         description="Resends of the first answer (OACK or DATA 1) before the client's first "
