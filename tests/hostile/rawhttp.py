@@ -53,4 +53,5 @@ def request(method: str, path: str, body: bytes = b"", headers: dict[str, str] |
     if body and "Content-Length" not in hdrs and "Transfer-Encoding" not in hdrs:
         hdrs["Content-Length"] = str(len(body))
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
-    return head.encode("latin-1", "surrogateescape") + b"\r\n" + body
+    # UTF-8 for what is not ASCII; a surrogate stands for the raw byte it escapes.
+    return head.encode("utf-8", "surrogateescape") + b"\r\n" + body
