@@ -18,7 +18,8 @@ OUTSIDE = b"outside the root"  # the tree fixture's secret, which its escape lin
 
 PROBES = [
     "../secret", "..\\secret", "/../secret", "a/../../secret", "boot/../../secret",
-    "....//secret", "..%2fsecret", "%2e%2e/secret", "\u2024\u2024/secret", "../" * 40 + "etc/passwd",
+    "....//secret", "..%2fsecret", "%2e%2e/secret", "\u2024\u2024/secret",
+    "../" * 40 + "etc/passwd",
     "/etc/passwd", "//etc/passwd", "\\etc\\passwd", "\\\\..\\..\\secret", "escape", "./escape",
     "boot/escape2", "boot//escape2", "boot/./escape2", "boot\\escape2", "kernel-link/../escape",
     "pxelinux.0/../escape", ".tftproxy/private", ".tftproxy/private/meta", ".tftproxy//private",
