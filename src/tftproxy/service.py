@@ -13,7 +13,7 @@ from aiohttp import web
 from tftproxy import assemble
 from tftproxy._limits import raise_fd_limit
 from tftproxy.api.app import GUARD, connection_limits, create_app
-from tftproxy.api.connections import ConnectionLimits, GuardedSite
+from tftproxy.api.connections import ConnectionLimits, GuardedSite, server_logger
 from tftproxy.api.listeners import api_listeners
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
@@ -64,7 +64,8 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
     await files.recover()
     app = create_app(settings, files, files.store, _connection_limits(settings))
     runner = web.AppRunner(app, access_log=log, handle_signals=False,
-                           keepalive_timeout=settings.http_keepalive_timeout)
+                           keepalive_timeout=settings.http_keepalive_timeout,
+                           logger=server_logger())
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -98,3 +98,11 @@ async def test_api_writes_never_land_in_our_state(api, root: Path) -> None:
     async with proxy.session.delete(f"{proxy.base}/tftp/syslinux/{MAC}") as resp:
         assert resp.status == 400
     assert sorted(os.listdir(root / ".tftproxy/private/meta")) == before
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000[", "http://[::1", "http://[zz]/vmlinuz"])
+async def test_a_url_that_does_not_parse_is_400(api, url: str) -> None:
+    """Found by the fetch fuzzer: urlsplit's ValueError was a 500."""
+    proxy = await api()
+    status, _, body = await proxy.fetch_boot_file("boot/x", url)
+    assert status == 400 and "is not a valid URL" in body, body

@@ -14,19 +14,26 @@ stays; a thousand of them used to make the API unreachable at the common limit o
 aiohttp has no header timeout of its own (older versions close a connection that never sends a
 request only at their keep-alive timeout, if at all), so the guard wraps the protocol aiohttp
 makes for each connection; a middleware tells it when a request's header is complete.
+
+aiohttp also logs every request it cannot parse as an error with a traceback; a flood of
+malformed requests would fill the disk with them. :func:`server_logger` makes each one line,
+within a budget of lines a second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from tftproxy._addr import format_hostport
+from tftproxy._limits import LogBudget
 
 
 @dataclass(frozen=True)
@@ -186,3 +193,34 @@ class GuardedSite(web.BaseSite):
             # A TLS handshake that never ends must not hold a descriptor either.
             ssl_handshake_timeout=self._guard.limits.header_timeout if self._ssl_context
             else None)
+
+
+class _BadRequests(logging.Filter):
+    """A request aiohttp could not parse (the client's fault): one INFO line, no traceback,
+    within a budget. Anything else aiohttp logs passes as it is."""
+
+    def __init__(self, budget: LogBudget) -> None:
+        super().__init__()
+        self._budget = budget
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not self._budget.allow():
+            return False
+        record.msg = "bad request from %s: %s"
+        record.args = (*(record.args if isinstance(record.args, tuple) else ())[:1],
+                       " ".join(str(exc.message).split())[:200])
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def server_logger(name: str = "tftproxy.api.http") -> logging.Logger:
+    """The logger to give aiohttp's server (``AppRunner(logger=...)``)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _BadRequests) for f in logger.filters):
+        logger.addFilter(_BadRequests(LogBudget(logger)))
+    return logger

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from tftproxy.errors import UnsupportedSource
+from tftproxy.errors import UnsupportedSource, printable
 
 FETCHED = ("http", "https")
 # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
@@ -13,7 +13,10 @@ IGNORED = ("nfs",)
 
 def check_scheme(url: str) -> str:
     """The URL's scheme if we fetch it; ``nfs`` is returned for the caller to ignore."""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # "http://[::1", a bracket in the wrong place
+        raise UnsupportedSource(f"{printable(url)!r} is not a valid URL: {exc}") from None
     if scheme in FETCHED or scheme in IGNORED:
         return scheme
     if scheme == "ftp":

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tftproxy._addr import format_hostport
+from tftproxy._limits import LogBudget
 from tftproxy.tftp.backend import OpenFile
 from tftproxy.tftp.counters import Counters
 from tftproxy.tftp.packets import Request
@@ -39,37 +40,8 @@ def format_peer(addr: Address) -> str:
     return format_hostport(addr[0], addr[1])
 
 
-class LogBudget:
-    """At most ``rate`` log lines a second, in bursts of up to ``burst``.
-
-    Every transfer and refusal logs one line; a flood of forged requests would otherwise
-    write a line per datagram and fill the disk the logs live on. What is over the budget is
-    counted and reported in one line once lines are allowed again.
-    """
-
-    def __init__(self, rate: float = 20.0, burst: int = 200) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-        self.suppressed = 0
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1:
-            self.suppressed += 1
-            return False
-        self._tokens -= 1
-        if self.suppressed:
-            log.warning("tftp: %d log lines suppressed (more than %g a second)",
-                        self.suppressed, self.rate)
-            self.suppressed = 0
-        return True
-
-
-LOG_BUDGET = LogBudget()
+# One budget per worker process for every line a request or transfer costs.
+LOG_BUDGET = LogBudget(log)
 
 
 class Transfer:
