@@ -44,7 +44,7 @@ def test_schemathesis_against_the_running_service(serve, root: Path, tmp_path: P
     done = subprocess.run(
         [str(st_bin), "run", f"{served.url}/apidoc/openapi.json", "--checks", "all",
          # Its generated URLs would make the proxy fetch from anywhere: fuzzed below instead.
-         "--exclude-operation-id", "fetchBootFile", "--max-examples", "30", "--seed", "1100",
+         "--exclude-operation-id", "fetchBootFile", "--max-examples", "20", "--seed", "1100",
          "--workers", "2", "--generation-database", "none", "--request-timeout", "10",
          "--no-color"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     report = done.stdout + done.stderr
