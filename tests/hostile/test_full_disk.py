@@ -58,13 +58,18 @@ def _still_v1(proxy, root: Path) -> None:
     assert srec is not None and srec.state == "published" and srec.candidate is None
 
 
-async def test_a_full_disk_during_a_refresh_keeps_the_whole_set(api, upstream: Upstream,
-                                                                disk: Path) -> None:
+async def _published_then_full(api, upstream: Upstream, disk: Path, leave: int):
+    """A set published on the small disk, then the disk filled to ``leave`` bytes free."""
     root = disk / "tftpboot"
     root.mkdir()
     proxy = await api(tftproot=root, min_free_space=0)
     await _publish_set(proxy, upstream)
-    filler = fill(root, leave=MiB)
+    return proxy, root, fill(root, leave=leave)
+
+
+async def test_a_full_disk_during_a_refresh_keeps_the_whole_set(api, upstream: Upstream,
+                                                                disk: Path) -> None:
+    proxy, root, filler = await _published_then_full(api, upstream, disk, MiB)
     # A changed kernel, without Content-Length, larger than what is left.
     upstream.routes["/vmlinuz"] = lambda seen: Reply(body=os.urandom(4 * MiB),
                                                       headers={"ETag": '"k2"'}, length=-1)
@@ -86,11 +91,7 @@ async def test_a_full_disk_during_a_refresh_keeps_the_whole_set(api, upstream: U
 async def test_a_full_disk_while_the_records_change_keeps_the_set(api, upstream: Upstream,
                                                                   disk: Path) -> None:
     """Full to the last block: even hiding the set cannot write its records."""
-    root = disk / "tftpboot"
-    root.mkdir()
-    proxy = await api(tftproot=root, min_free_space=0)
-    await _publish_set(proxy, upstream)
-    fill(root, leave=0)
+    proxy, root, _ = await _published_then_full(api, upstream, disk, 0)
     upstream.routes["/vmlinuz"] = lambda seen: Reply(body=os.urandom(MiB),
                                                       headers={"ETag": '"k2"'}, length=-1)
     status, _, body = await proxy.fetch_boot_file("boot/a", upstream.url("/vmlinuz"))

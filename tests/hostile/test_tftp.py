@@ -57,12 +57,13 @@ def _curl(port: int, name: str, out: Path, timeout: float = 20) -> bytes | None:
     return out.read_bytes() if done.returncode == 0 else None
 
 
-def _forged(count: int, hosts: int) -> list[socket.socket]:
-    """Sockets on ``hosts`` loopback addresses, to send requests from and never answer."""
+def _forged(count: int, hosts: int, net: str = "127.0.1") -> list[socket.socket]:
+    """Non-blocking sockets on ``hosts`` loopback addresses of ``net``: sources that send
+    what the test decides and never answer on their own."""
     out = []
     for i in range(count):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((f"127.0.1.{1 + i % hosts}", 0))
+        s.bind((f"{net}.{1 + i % hosts}", 0))
         s.setblocking(False)
         out.append(s)
     return out
@@ -176,10 +177,7 @@ def test_the_running_server_survives_a_datagram_fuzzer(served: TftpHandle,
     pid = served.pids[0]
     rng = random.Random(11)
     before = process_usage(pid)
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
-    for i, s in enumerate(socks):
-        s.bind((f"127.0.2.{1 + i % 8}", 0))
-        s.setblocking(False)
+    socks = _forged(64, 8, "127.0.2")
     sent = received = escapes = 0
     peers: dict[int, tuple[str, int]] = {}
     deadline = time.monotonic() + 15
