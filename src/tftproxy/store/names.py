@@ -60,24 +60,28 @@ class Names:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self._limits: tuple[int, int] | None = None
-
-    def limits(self) -> tuple[int, int]:
-        """(NAME_MAX, PATH_MAX) of the root's file system, in bytes."""
-        if self._limits is None:
-            try:
-                name_max = os.statvfs(self.layout.real_root).f_namemax or 255
-                path_max = os.pathconf(self.layout.real_root, "PC_PATH_MAX")
-            except OSError:
-                name_max, path_max = 255, 4096  # Linux's values; the root may not exist yet
-            self._limits = (name_max, path_max)
-        return self._limits
+        # Read once, here (a store is made off the event loop): names are checked as text on
+        # the loop, and the kernel's limits are part of that text check.
+        try:
+            name_max = os.statvfs(layout.real_root).f_namemax or 255
+            path_max = os.pathconf(layout.real_root, "PC_PATH_MAX")
+        except OSError:
+            name_max, path_max = 255, 4096  # Linux's values; the root may not exist yet
+        self.limits = (name_max, path_max)  # NAME_MAX, PATH_MAX of the root's file system
 
     def destination(self, prefix: str, url: str) -> str:
-        """The published name for ``(prefix, url)``, derived as smart-proxy does, or NameRefused.
+        """The published name for ``(prefix, url)``, or NameRefused: :meth:`derive` and
+        :meth:`check_path` together."""
+        name = self.derive(prefix, url)
+        self.check_path(name)
+        return name
+
+    def derive(self, prefix: str, url: str) -> str:
+        """The name for ``(prefix, url)`` as smart-proxy derives it, checked as text only.
 
         ``prefix-basename``, or ``prefix + basename`` when the prefix ends in ``/``; relative to
-        the root; an absolute prefix is accepted only when it lies inside the root.
+        the root; an absolute prefix is accepted only when it lies inside the root. Touches no
+        file: what exists on the way is :meth:`check_path`'s business.
         """
         if "\x00" in prefix or "\x00" in url:
             raise NameRefused("prefix or path contains a NUL byte")
@@ -90,7 +94,7 @@ class Names:
             raise NameRefused(f"path {url!r} ends in {base!r}, which is not a file name")
         prefix = self._relative_prefix(prefix)
         name = prefix + base if prefix.endswith("/") else f"{prefix}-{base}"
-        return self.check_name(name)
+        return self.check_text(name)
 
     def _relative_prefix(self, prefix: str) -> str:
         if not prefix.startswith("/"):
@@ -111,6 +115,12 @@ class Names:
 
     def check_name(self, name: str) -> str:
         """Validate a relative published name and return it normalised, or raise NameRefused."""
+        name = self.check_text(name)
+        self.check_path(name)
+        return name
+
+    def check_text(self, name: str) -> str:
+        """The rules a name's text must follow; returns it normalised, or raises NameRefused."""
         if "\x00" in name:
             raise NameRefused("name contains a NUL byte")
         if name.startswith("/"):
@@ -127,12 +137,11 @@ class Names:
             raise NameRefused(f"{printable(name)!r} contains a backslash, which TFTP clients "
                               f"and servers read as '/': no client could ask for this name")
         self._check_size(parts)
-        self._walk(parts)
         return "/".join(parts)
 
     def _check_size(self, parts: list[str]) -> None:
         """Refuse a name the root's file system cannot hold, naming the limit."""
-        name_max, path_max = self.limits()
+        name_max, path_max = self.limits
         if len(parts) > MAX_DEPTH + 1:
             raise NameRefused(f"{printable('/'.join(parts))!r} is {len(parts) - 1} directories "
                               f"deep; at most {MAX_DEPTH} are allowed")
@@ -147,8 +156,11 @@ class Names:
                               f"under {self.layout.real_root}, longer than the file system "
                               f"allows (PATH_MAX {path_max})")
 
-    def _walk(self, parts: list[str]) -> None:
-        """Any symlink on the way must stay inside the root and out of tftproxy's state."""
+    def check_path(self, name: str) -> None:
+        """What exists on the way to a (normalised) name must let it be published: any
+        symlink stays inside the root and out of tftproxy's state; no file where a directory
+        must be, no directory where the link goes. Run before every link is made."""
+        parts = name.split("/")
         real_root = self.layout.real_root
         current = real_root
         for i, part in enumerate(parts):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from tftproxy._fs import fsync_directory, remove_temporaries
-from tftproxy.errors import RecordUnreadable
+from tftproxy.errors import NameRefused, RecordUnreadable
 from tftproxy.store.layout import Layout
 from tftproxy.store.links import Links
 from tftproxy.store.locks import NameLock
@@ -144,6 +144,11 @@ class Recovery:
         except RecordUnreadable as exc:
             report.skipped.append(str(path))
             log.error("left the record %s alone: %s", path, exc)
+        except NameRefused as exc:
+            # The tree changed under the name (a symlink planted on its way): left alone,
+            # rather than followed; the others are still repaired.
+            report.skipped.append(str(path))
+            log.warning("recovery left %s alone: %s", label, exc)
         except Exception as exc:  # one bad record must never stop the start
             moved = self._quarantine(path)
             report.quarantined.append(str(moved or path))
