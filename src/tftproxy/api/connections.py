@@ -173,7 +173,10 @@ class GuardedSite(web.BaseSite):
 
     def __init__(self, runner: web.BaseRunner, guard: ConnectionGuard, host: str | None,
                  port: int, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=1024)
+        # asyncio accepts up to ``backlog`` connections per loop iteration, and a connection
+        # refused or evicted is closed only at the next: aiohttp's 128 keeps that burst of
+        # descriptors small next to the cap.
+        super().__init__(runner, ssl_context=ssl_context, backlog=128)
         self._guard = guard
         self._host = host
         self._port = port
