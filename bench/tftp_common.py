@@ -153,9 +153,10 @@ def wait_ready(host: str, port: int, limit: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def _running(name: str, cmd: list[str], host: str, port: int) -> Iterator[Peer]:
+def _running(name: str, cmd: list[str], host: str, port: int,
+             env: dict[str, str] | None = None) -> Iterator[Peer]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, **(env or {})})
     try:
         wait_ready(host, port)
         yield Peer(name, host, port, proc)
@@ -173,9 +174,10 @@ def ours(root: Path, workers: int = 1) -> contextlib.AbstractContextManager[Peer
     """``tftproxy tftpd``: the same code path as production (its log goes to /dev/null)."""
     host = "127.0.0.1"
     port = free_port(host)
+    # Every bench client is 127.0.0.1: the per-host limit would otherwise cap the storm.
     return _running("tftproxy", [sys.executable, "-m", "tftproxy", "tftpd", "--root", str(root),
                                  "--listen", f"{host}:{port}", "--workers", str(workers)],
-                    host, port)
+                    host, port, env={"TFTPROXY_TFTP_MAX_PER_CLIENT": "1000"})
 
 
 def in_tftpd(root: Path) -> contextlib.AbstractContextManager[Peer]:

@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "fetch": {"errors", "_paths", "__init__"},
     "jobs": {"errors", "fetch", "store"},
     "tftp": {"errors", "_addr", "_limits", "store.layout", "store.serving"},
-    "api": {"errors", "_addr", "__init__", "jobs", "pxe", "settings", "store.aio",
+    "api": {"errors", "_addr", "_limits", "__init__", "jobs", "pxe", "settings", "store.aio",
             "store.serving"},
 }
 EDGES = {"cli", "service", "assemble", "__main__", "__init__"}

@@ -62,9 +62,11 @@ def replace_file_atomically(path: Path, data: bytes, *, mode: int = 0o600,
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file; the caller's log should
         raise
     if durable:
         fsync_directory(path.parent)

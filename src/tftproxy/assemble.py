@@ -55,6 +55,8 @@ def fetch_options(settings: Settings) -> FetchOptions:
     return FetchOptions(
         connect_timeout=settings.tftp_connect_timeout,
         stall_timeout=settings.stall_timeout,
+        min_rate=settings.min_rate,
+        rate_window=settings.rate_window,
         total_timeout=settings.fetch_timeout,
         max_redirects=settings.max_redirects,
         retries=settings.retries,
@@ -78,9 +80,12 @@ def tftp_config(settings: Settings) -> ServerConfig:
     return ServerConfig(
         policy=Policy(max_blksize=settings.tftp_max_blksize,
                       max_windowsize=settings.tftp_max_windowsize,
-                      timeout=settings.tftp_timeout, retries=settings.tftp_retries),
+                      timeout=settings.tftp_timeout, retries=settings.tftp_retries,
+                      first_retries=settings.tftp_first_retries,
+                      first_timeout=settings.tftp_timeout),
         refresh_hold=settings.refresh_hold,
         max_transfers=settings.tftp_max_transfers,
+        max_per_client=settings.tftp_max_per_client,
     )
 
 

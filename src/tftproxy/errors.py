@@ -12,6 +12,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   ├── BadSource              a source URL of a fetched scheme that is malformed
     │   ├── BadParameters          request parameters that cannot be read
     │   │   ├── BodyTooLarge
+    │   │   ├── BodyTimeout            a body that did not arrive in time
     │   │   └── UnsupportedMediaType
     │   ├── PxeInputError          a PXE-config request that cannot be carried out
     │   │   ├── InvalidMac
@@ -65,6 +66,10 @@ class BadParameters(InputError):
 
 class BodyTooLarge(BadParameters):
     """A request body over the API's limit."""
+
+
+class BodyTimeout(BadParameters):
+    """A request body that did not arrive within the API's time limit (a slow client)."""
 
 
 class UnsupportedMediaType(BadParameters):

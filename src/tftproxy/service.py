@@ -6,18 +6,26 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import replace
 
 from aiohttp import web
 
 from tftproxy import __version__, assemble
-from tftproxy.api.app import bound, create_app
+from tftproxy._limits import raise_fd_limit
+from tftproxy.api.app import GUARD, bound, connection_limits, create_app
+from tftproxy.api.connections import ConnectionLimits, GuardedSite, server_logger
 from tftproxy.api.listeners import Listener, api_listeners
 from tftproxy.api.logs import LogBuffer
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
+from tftproxy.store.ownership import ownership_problem
 from tftproxy.tftp.workers import TftpHandle
 
 log = logging.getLogger(__name__)
+
+# Descriptors kept for everything but API connections: lock files, staging and record files,
+# upstream connections, the store's threads, the TFTP workers' pipes.
+FD_RESERVE = 400
 
 
 async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
@@ -28,6 +36,22 @@ async def _clean_periodically(files: BootFiles, settings: Settings) -> None:
             await files.store.collect(settings.gc_grace)
         except OSError as exc:
             log.warning("periodic clean-up failed: %s", exc)
+
+
+def _connection_limits(settings: Settings) -> ConnectionLimits:
+    """The API's connection limits, the cap kept below what the descriptor limit allows.
+
+    Each connection may hold two descriptors (its socket, a file it sends); the store, its
+    locks, downloads and the TFTP workers' pipes need the rest.
+    """
+    limits = connection_limits(settings)
+    fds = raise_fd_limit(2 * limits.max_connections + FD_RESERVE)
+    usable = max(16, (fds - FD_RESERVE) // 2)
+    if usable < limits.max_connections:
+        log.warning("http_max_connections %d lowered to %d: the descriptor limit is %d",
+                    limits.max_connections, usable, fds)
+        limits = replace(limits, max_connections=usable)
+    return limits
 
 
 async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> int:
@@ -50,12 +74,17 @@ async def _serve(settings: Settings, listeners: list[Listener], log_buffer: LogB
                  ready: asyncio.Event | None, version_note: str) -> int:
     log.info("tftproxy %s starting, %s", __version__, version_note)
     tree = await asyncio.to_thread(assemble.store, settings)
+    problem = await asyncio.to_thread(ownership_problem, tree.layout)
+    if problem is not None:
+        log.error("%s", problem)
     files = assemble.boot_files(settings, tree)
     await files.recover()
     httpboot = await asyncio.to_thread(assemble.httpboot_tree, settings)
     app = create_app(settings, files, files.store, log_buffer=log_buffer,
-                     httpboot_tree=httpboot)
-    runner = web.AppRunner(app, access_log=log, handle_signals=False)
+                     httpboot_tree=httpboot, limits=_connection_limits(settings))
+    runner = web.AppRunner(app, access_log=log, handle_signals=False,
+                           keepalive_timeout=settings.http_keepalive_timeout,
+                           logger=server_logger())
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,7 +101,7 @@ async def _serve(settings: Settings, listeners: list[Listener], log_buffer: LogB
             for host, port in tftp.addresses:
                 log.info("TFTP on %s:%d, %d worker(s)", host, port, settings.tftp_workers)
         for lst in listeners:
-            site = web.TCPSite(runner, lst.host, lst.port, reuse_address=True,
+            site = GuardedSite(runner, app[GUARD], lst.host, lst.port,
                                ssl_context=lst.ssl_context)
             await site.start()
             bound(app, lst.scheme, runner.addresses[-1][1])

@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from tftproxy import assemble
-from tftproxy.api.app import bound, create_app
+from tftproxy.api.app import GUARD, bound, create_app
+from tftproxy.api.connections import GuardedSite
 from tftproxy.api.listeners import api_listeners
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
@@ -71,13 +72,16 @@ async def proxy(make_settings: Callable[..., Settings]) -> AsyncIterator[Callabl
         settings = make_settings(**values)
         listeners = api_listeners(settings)
         files = assemble.boot_files(settings)
-        runner = web.AppRunner(create_app(settings, files, files.store))
+        app = create_app(settings, files, files.store)
+        runner = web.AppRunner(app)
         await runner.setup()
         served = ServedProxy(settings, runner, files,
                              aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)))
         started.append(served)
         for lst in listeners:
-            site = web.TCPSite(runner, lst.host, lst.port, ssl_context=lst.ssl_context)
+            # The service's listener: connections (TLS ones too) go through its guard.
+            site = GuardedSite(runner, app[GUARD], lst.host, lst.port,
+                               ssl_context=lst.ssl_context)
             await site.start()
             port = runner.addresses[-1][1]
             bound(runner.app, lst.scheme, port)

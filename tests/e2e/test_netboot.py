@@ -134,8 +134,13 @@ def assert_booted(lab: Lab, result: Boot, bs: BootSet) -> None:
 
 
 def ipxe_loaded(result: Boot, url: str) -> bool:
-    """iPXE's own report on the console: ``<url>... ok`` (progress may come in between)."""
-    return re.search(re.escape(url) + r"\.\.\.[^\n]{0,300}?\bok\b", result.serial) is not None
+    """iPXE's own report on the console: ``<url>... ok`` (progress may come in between).
+
+    After the last file the kernel takes the serial port over at once and may swallow the
+    ``k``: an ``o`` followed by the kernel's terminal reset (ESC c) is the same report.
+    """
+    return re.search(re.escape(url) + r"\.\.\.[^\n]{0,300}?\bo(?:k\b|(?=\x1bc))",
+                     result.serial) is not None
 
 
 def one_transfer(transfers: list[Transfer], name: str) -> Transfer:

@@ -9,7 +9,8 @@ import aiohttp
 from aiohttp import web
 
 from tftproxy import assemble
-from tftproxy.api.app import create_app
+from tftproxy.api.app import GUARD, create_app
+from tftproxy.api.connections import GuardedSite
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
 
@@ -49,9 +50,11 @@ class RunningApi:
 async def start_api(settings: Settings) -> RunningApi:
     files = assemble.boot_files(settings)
     await files.recover()
-    runner = web.AppRunner(create_app(settings, files, files.store))
+    app = create_app(settings, files, files.store)
+    runner = web.AppRunner(app, keepalive_timeout=settings.http_keepalive_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    # The listener the service uses: connections go through its guard.
+    site = GuardedSite(runner, app[GUARD], "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))

@@ -478,3 +478,60 @@ def test_nothing_happens_after_completion() -> None:
 
 def test_ack_packet_type_roundtrip() -> None:
     assert parse_packet(build_ack(65535)) == Ack(65535)
+
+
+# ---------------------------------------------------- an unverified client address
+
+
+def _unverified(data: bytes, **options: str | int) -> ReadTransfer:
+    policy = Policy(max_blksize=65464, timeout=1.0, retries=5, first_retries=2)
+    negotiated = negotiate(rrq(**options), len(data), policy)
+    return ReadTransfer(negotiated, BytesSource(data), retries=policy.retries,
+                        first_retries=policy.first_retries, first_timeout=policy.first_timeout)
+
+
+@pytest.mark.parametrize("options", [{}, {"timeout": 255, "tsize": 0, "blksize": 1468}],
+                         ids=["no-options", "timeout-255"])
+def test_before_the_first_ack_the_answer_is_resent_twice_at_our_timeout(options) -> None:
+    m = _unverified(b"x" * 100_000, **options)
+    sent = datagrams(m.start(T0))
+    assert m.deadline == T0 + 1.0  # not the 255 s the client asked for
+    now = T0
+    while not m.finished:
+        now = m.deadline
+        actions = m.on_timer(now)
+        sent += datagrams(actions)
+    assert len(sent) == 3 and len(set(sent)) == 1  # the first answer and two resends
+    assert now == T0 + 3.0 and m.outcome is Outcome.TIMEOUT
+    assert max(map(len, sent)) <= 516
+
+
+def test_after_the_first_ack_the_clients_timeout_and_full_retries_apply() -> None:
+    m = _unverified(b"x" * 100_000, timeout=7, blksize=1000)
+    m.start(T0)
+    assert m.deadline == T0 + 1.0
+    assert data_blocks(m.receive(build_ack(0), T0 + 0.5)) == [1]
+    assert m.deadline == T0 + 7.5
+    resends = 0
+    while not m.finished:
+        resends += len(data_blocks(m.on_timer(m.deadline)))
+    assert resends == 5
+
+
+def test_the_window_is_allocated_only_once_the_oack_is_acknowledged() -> None:
+    import tracemalloc
+
+    data = b"x" * 10_000_000
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    machines = [_unverified(data, windowsize=64, blksize=1468, tsize=0) for _ in range(200)]
+    for m in machines:
+        m.start(T0)
+    unverified = tracemalloc.get_traced_memory()[0] - base
+    m = machines[0]
+    assert len(datagrams(m.receive(build_ack(0), T0 + 0.1))) == 64
+    verified = tracemalloc.get_traced_memory()[0] - base - unverified
+    tracemalloc.stop()
+    # 200 windows of 64 x 1472 bytes would be 18 MiB; unacknowledged they cost almost nothing.
+    assert unverified < 2 * 1024 * 1024, unverified
+    assert verified >= 64 * 1472

@@ -146,7 +146,8 @@ def test_uefi_size_probe(port: int, server: TftpServer, tree: dict[str, bytes],
 
 def test_unanswered_transfer_gives_up_after_bounded_retries(store: BootStore,
                                                             tree: dict[str, bytes]) -> None:
-    config = ServerConfig(policy=Policy(timeout=0.1, retries=2))
+    # Unanswered means unverified: first_retries bounds it, whatever retries allows later.
+    config = ServerConfig(policy=Policy(timeout=0.1, retries=5, first_retries=2))
     with running_server(store, config) as srv, RawClient(srv.addresses[0]) as c:
         c.rrq("pxelinux.0")
         blocks = [c.recv()[0] for _ in range(3)]  # the first send and two resends
@@ -174,9 +175,49 @@ def test_busy_server_stays_silent(store: BootStore, tree: dict[str, bytes]) -> N
             RawClient(srv.addresses[0]) as b:
         a.rrq("pxelinux.0")
         assert isinstance(a.recv()[0], Data)
+        a.ack(1)  # a real client: its transfer is never evicted for a newcomer
+        assert isinstance(a.recv()[0], Data)
         b.rrq("pxelinux.0")
         assert b.silent(0.3)  # no ERROR: firmware would give up; silence makes it retry
         assert srv.counters.snapshot()["busy"] == 1
+
+
+def test_a_full_server_evicts_the_oldest_unverified_transfer(store: BootStore,
+                                                             tree: dict[str, bytes]) -> None:
+    config = ServerConfig(policy=Policy(timeout=5.0), max_transfers=2)
+    with running_server(store, config) as srv, RawClient(srv.addresses[0]) as a, \
+            RawClient(srv.addresses[0]) as b, RawClient(srv.addresses[0]) as c:
+        for client in (a, b):
+            client.rrq("pxelinux.0")
+            assert isinstance(client.recv()[0], Data)
+        b.ack(1)
+        assert isinstance(b.recv()[0], Data)
+        c.rrq("pxelinux.0")  # every slot is taken: a never answered, so c gets its slot
+        assert isinstance(c.recv()[0], Data)
+        assert wait_for(lambda: srv.counters.snapshot()["evicted"] == 1)
+        a.ack(1)
+        assert a.silent(0.3)  # a's transfer is gone
+        b.ack(2)
+        assert isinstance(b.recv()[0], Data)  # b's goes on
+
+
+def test_one_host_cannot_take_every_slot(store: BootStore, tree: dict[str, bytes]) -> None:
+    config = ServerConfig(policy=Policy(timeout=5.0), max_per_client=2)
+    with running_server(store, config) as srv:
+        clients = [RawClient(srv.addresses[0]) for _ in range(3)]
+        try:
+            for client in clients[:2]:
+                client.rrq("pxelinux.0")
+                assert isinstance(client.recv()[0], Data)
+            clients[2].rrq("pxelinux.0")
+            assert clients[2].silent(0.3)
+            assert srv.counters.snapshot()["busy_client"] == 1
+            with RawClient(srv.addresses[0], bind="127.0.0.2") as other:
+                other.rrq("pxelinux.0")  # another host still gets its transfer
+                assert isinstance(other.recv()[0], Data)
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_netascii_on_the_wire(port: int) -> None:

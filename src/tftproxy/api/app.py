@@ -17,6 +17,7 @@ from aiohttp import web
 from tftproxy._addr import parse_listen
 from tftproxy.api import bootfiles, httpboot, logs, openapi, proxy, pxe
 from tftproxy.api.auth import Authorizer
+from tftproxy.api.connections import ConnectionGuard, ConnectionLimits
 from tftproxy.api.context import CONTEXT, ApiContext
 from tftproxy.api.responses import not_allowed, plain_text_errors
 from tftproxy.jobs.bootfiles import BootFiles
@@ -27,6 +28,7 @@ from tftproxy.store.serving import ServedTree
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY = 1024 * 1024
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("tftproxy-connections", ConnectionGuard)
 
 
 @dataclass(frozen=True)
@@ -88,21 +90,33 @@ def _configured_ports(settings: Settings) -> dict[str, int]:
     return ports
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(header_timeout=settings.http_header_timeout,
+                            max_connections=settings.http_max_connections,
+                            max_per_client=settings.http_max_connections_per_client)
+
+
 def create_app(settings: Settings, files: BootFiles, store: AsyncStore, *,
                log_buffer: logs.LogBuffer | None = None,
-               httpboot_tree: ServedTree | None = None) -> web.Application:
+               httpboot_tree: ServedTree | None = None,
+               limits: ConnectionLimits | None = None) -> web.Application:
     """The API application; ``files`` runs the fetch jobs, ``store`` is the tree.
 
     ``log_buffer`` is what ``GET /logs/`` lists: the handler the process's logging feeds
     (without one, an empty buffer). ``httpboot_tree`` is the tree HTTP boot serves when it
     is not the TFTP root. A listener bound to port 0 reports its port with :func:`bound`.
+    Listeners made with :class:`GuardedSite` and ``app[GUARD]`` apply ``limits`` to
+    connections.
     """
     app = web.Application(client_max_size=MAX_BODY)
     buffer = log_buffer or logs.LogBuffer(settings.log_buffer, settings.log_buffer_errors)
     app[CONTEXT] = ApiContext(settings=settings, files=files, store=store, logs=buffer,
                               ports=_configured_ports(settings), httpboot_tree=httpboot_tree)
-    # Outermost first: records are tagged with the request's id, every failure becomes
-    # plain text, then the trusted_hosts/TLS guard.
+    app[GUARD] = guard = ConnectionGuard(limits or connection_limits(settings))
+    # Outermost first: the connection guard learns a header is complete, records are tagged
+    # with the request's id, every failure becomes plain text, then the trusted_hosts/TLS
+    # guard.
+    app.middlewares.append(guard.middleware)
     app.middlewares.append(logs.request_ids)
     app.middlewares.append(plain_text_errors)
     app.middlewares.append(Authorizer(settings).middleware)

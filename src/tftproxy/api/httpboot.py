@@ -6,7 +6,8 @@ path rules as TFTP (the store's serving face decides: leading ``/`` stripped, ``
 ``/``, nothing outside the root or in tftproxy's private state, no directories), answered
 with smart-proxy's statuses and bodies: 404 ``Not found``; 403 ``Invalid or empty path``
 (empty, outside the root, private); 403 ``Directory listing not allowed``; 503 ``Not a
-regular file`` (a device, pipe or socket). A name whose version is being fetched (the
+regular file`` (a device, pipe or socket); 503 ``Service Unavailable: <reason>`` when this
+machine cannot open the file (descriptors, I/O). A name whose version is being fetched (the
 first one, or a changed one while hidden) is waited for up to ``refresh_hold`` seconds, as
 TFTP does. The
 file is opened once, through the store, and aiohttp's FileResponse then serves that very open
@@ -97,5 +98,7 @@ async def serve(request: web.Request) -> web.StreamResponse:
         return text_response(403, "Invalid or empty path")
     except FileNotFoundError:
         return text_response(404, "Not found")
+    except OSError as exc:  # this machine's trouble (descriptors, I/O), not the request's
+        return text_response(503, f"Service Unavailable: {exc.strerror or exc}")
     content_type = mimetypes.guess_type(served.name)[0] or "application/octet-stream"
     return _PinnedFileResponse(served, content_type)

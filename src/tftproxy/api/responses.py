@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from tftproxy.errors import (
+    BodyTimeout,
     BodyTooLarge,
     Conflict,
     InputError,
@@ -35,6 +36,7 @@ STATUS: tuple[tuple[type[TftproxyError], int], ...] = (
     (InvalidMac, 403),
     (UnknownVariant, 403),
     (BodyTooLarge, 413),
+    (BodyTimeout, 408),
     (UnsupportedMediaType, 415),
     (InputError, 400),
     (Refused, 403),

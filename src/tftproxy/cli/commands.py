@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from typing import Any
 
 from tftproxy.cli.output import ProgressBar
+from tftproxy.cli.owner import act_as_tree_owner, refuse_foreign_tree
 from tftproxy.errors import InputError
 from tftproxy.settings.model import Settings
 from tftproxy.settings.sources import load, load_settings, render
+from tftproxy.store.layout import Layout
+
+log = logging.getLogger("tftproxy")
 
 
 def _overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
@@ -34,6 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # An explicit --listen asks for HTTP even where a smart-proxy settings.yml has no http_port.
     http = {"listen": args.listen, "http_enabled": True} if args.listen else {}
     settings = _settings(args, **http, tftp_listen=args.tftp_listen)
+    refused = refuse_foreign_tree(Layout.at(settings.tftproot), "serve")
+    if refused is not None:
+        return refused
     return asyncio.run(run_server(settings))
 
 
@@ -50,8 +58,17 @@ def cmd_tftpd(args: argparse.Namespace) -> int:
         print(f"tftproxy tftpd: TFTP root {settings.tftproot} is not a directory",
               file=sys.stderr)
         return 2
+    _report_ownership(Layout.at(settings.tftproot))
     return serve_foreground(assemble.served_tree(settings), settings.tftp_listen,
                             settings.tftp_workers, assemble.tftp_config(settings))
+
+
+def _report_ownership(layout: Layout) -> None:
+    from tftproxy.store.ownership import ownership_problem
+
+    problem = ownership_problem(layout)
+    if problem is not None:
+        log.error("%s", problem)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -73,6 +90,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from tftproxy.jobs.bootfiles import results_log
 
     settings = _settings(args)
+    act_as_tree_owner(Layout.at(settings.tftproot))
     bar = ProgressBar(sys.stderr)
     results_log.disabled = True  # the outcome is printed below, once
 
@@ -102,6 +120,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tftproxy.jobs.status import status_report
 
     settings = _settings(args)
+    act_as_tree_owner(Layout.at(settings.tftproot))
     report = status_report(assemble.store(settings, create=False))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
@@ -143,11 +162,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from tftproxy import assemble
-    from tftproxy.store.gc import collect
+    from tftproxy.store.gc import GcReport, collect
 
     settings = _settings(args)
     grace = settings.gc_grace if args.grace is None else args.grace
-    report = collect(assemble.store(settings), grace, dry_run=args.dry_run)
+    act_as_tree_owner(Layout.at(settings.tftproot))
+    store = assemble.store(settings, create=False)
+    if not store.layout.exists():
+        # Nothing to clean, and a clean-up (least of all a dry run) makes no store.
+        print(f"no tftproxy store under {settings.tftproot}: nothing to clean", file=sys.stderr)
+        if args.json:
+            json.dump(GcReport(dry_run=args.dry_run, grace=grace).to_json(), sys.stdout, indent=2)
+            print()
+        return 0
+    report = collect(store, grace, dry_run=args.dry_run)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fetch URL and publish it as PREFIX-basename (or "
                        "PREFIX/basename when PREFIX ends in /; an OCI source's basename is "
                        "its layer's title), exactly as "
-                       "POST /tftp/fetch_boot_file does. Exits non-zero on failure.")
+                       "POST /tftp/fetch_boot_file does. Exits non-zero on failure. Run as root "
+                       "on a tree another user owns, it acts as that user.")
     _add_common(p)
     p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
     p.add_argument("url", metavar="URL",
@@ -71,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", help="delete old generations and content nothing uses",
                        description="Delete retired boot-set generations and stored content that "
                        "no published name, kept generation or pinned client uses and that has "
-                       "been unused for the grace period; report what was (or would be) freed.")
+                       "been unused for the grace period; report what was (or would be) freed. "
+                       "Run as root on a tree another user owns, it acts as that user.")
     _add_common(p)
-    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only report what would be deleted; writes nothing, creates no store")
     p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="keep what became unused less than this long ago (default: gc_grace)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

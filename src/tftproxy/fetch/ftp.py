@@ -111,7 +111,8 @@ class FtpFetcher:
                     # The staging file is made only once the server agreed to send the file.
                     sha256, got = await copy_body(
                         _reader(stream, self.options), await sink(), expected=length,
-                        progress=progress, max_file_size=self.options.max_file_size)
+                        progress=progress, max_file_size=self.options.max_file_size,
+                        min_rate=self.options.min_rate, rate_window=self.options.rate_window)
                 return Downloaded(url, validators, sha256, got)
 
     async def _text_attempt(self, url: str, limit: int) -> str | None:

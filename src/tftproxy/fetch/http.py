@@ -2,7 +2,10 @@
 
 It knows nothing of names or links; :mod:`tftproxy.jobs` decides what a result means.
 Bytes are stored exactly as the server sent them (``Accept-Encoding: identity``, never
-decoded), as curl does without ``--compressed``. Every aiohttp failure becomes an
+decoded), as curl does without ``--compressed``. A trickling server is cut off: with
+``min_rate``, the response headers must come within ``rate_window`` seconds and the body at
+``min_rate`` bytes/s or more over each ``rate_window``, so a name hidden for a refresh is not
+kept hidden for an hour by a few bytes a second. Every aiohttp failure becomes an
 :class:`~tftproxy.errors.UpstreamError` with a one-line reason in one place
 (:meth:`Fetcher.mapped_errors`); transient ones are retried with backoff.
 """
@@ -161,8 +164,26 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        o = self.options
+        # Headers trickled byte by byte would hold the job (and its set's lock) for hours.
+        header_limit = max(o.rate_window, o.stall_timeout) if o.min_rate else None
+        headers_due = asyncio.timeout(header_limit)
+        try:
+            return await self._response(url, headers, headers_due, etag, last_modified, sink,
+                                        on_response, progress)
+        except TimeoutError:
+            if not headers_due.expired():
+                raise  # the total time limit, named by the caller
+            raise UpstreamError(f"too slow: no response headers within {header_limit:g} s",
+                                retryable=True) from None
+
+    async def _response(self, url: str, headers: dict[str, str], headers_due: asyncio.Timeout,
+                        etag: str | None, last_modified: str | None, sink: SinkFactory,
+                        on_response: OnResponse | None,
+                        progress: ProgressFn | None) -> Downloaded | NotModified:
         with self.mapped_errors():
-            async with await self.request("GET", url, headers) as resp:
+            async with headers_due, await self.request("GET", url, headers) as resp:
+                headers_due.reschedule(None)
                 final_url = str(resp.url)
                 validators = Validators(
                     etag=resp.headers.get("ETag"),
@@ -277,7 +298,8 @@ async def stream_body(
 ) -> Downloaded:
     """The body into ``sink``, hashed on the way; its length checked against
     ``validators.content_length``; more than ``limit`` bytes (``options.max_file_size``
-    unless given; ``limit_name`` in the message) stops it at once."""
+    unless given; ``limit_name`` in the message) stops it at once, and so does a body slower
+    than ``options.min_rate`` over ``options.rate_window``."""
 
     async def read() -> bytes:
         try:
@@ -291,7 +313,8 @@ async def stream_body(
 
     sha256, size = await copy_body(
         read, sink, expected=validators.content_length, progress=progress,
-        max_file_size=options.max_file_size if limit is None else limit, limit_name=limit_name)
+        max_file_size=options.max_file_size if limit is None else limit, limit_name=limit_name,
+        min_rate=options.min_rate, rate_window=options.rate_window)
     return Downloaded(final_url, validators, sha256, size)
 
 

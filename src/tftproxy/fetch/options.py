@@ -12,6 +12,8 @@ class FetchOptions:
 
     connect_timeout: float = 10.0     # tftp_connect_timeout
     stall_timeout: float = 30.0       # no byte for this long: the transfer has stalled
+    min_rate: int = 0                 # bytes/s over rate_window, or the transfer trickles
+    rate_window: float = 60.0
     total_timeout: float = 3600.0     # fetch_timeout: one download, retries included
     max_redirects: int = 10
     retries: int = 3

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from tftproxy.errors import UnsupportedSource
+from tftproxy.errors import UnsupportedSource, printable
 from tftproxy.fetch.http import Fetcher
 from tftproxy.fetch.oci import OciClient
 from tftproxy.fetch.ocispec import SCHEMES as OCI_SCHEMES
@@ -36,7 +36,10 @@ IGNORED = ("nfs",)
 
 def check_scheme(url: str) -> str:
     """The URL's scheme if we fetch it; ``nfs`` is returned for the caller to ignore."""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # "http://[::1", a bracket in the wrong place
+        raise UnsupportedSource(f"{printable(url)!r} is not a valid URL: {exc}") from None
     if scheme in FETCHED or scheme in IGNORED:
         return scheme
     if not scheme:

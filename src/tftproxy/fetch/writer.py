@@ -39,8 +39,20 @@ class HashingWriter:
         self._pending: deque[Future[None]] = deque()
         self._flush: Future[None] | None = None
         self._unsynced = 0
+        self._broken = False
 
     def _work(self, chunks: list[bytes]) -> None:
+        # Once a write failed (disk full, min_free_space), batches already queued are dropped:
+        # the download is over, and they must not take more of the disk.
+        if self._broken:
+            return
+        try:
+            self._write(chunks)
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _write(self, chunks: list[bytes]) -> None:
         update = self._hash.update
         for chunk in chunks:
             update(chunk)
@@ -74,21 +86,50 @@ class HashingWriter:
         return self._hash.hexdigest()
 
 
+class RateFloor:
+    """Fails a body that arrives slower than ``min_rate`` bytes/s over a ``window``.
+
+    Measured over consecutive windows from the start of the body; each chunk's arrival is a
+    check, and the reader's own timeout (stall_timeout) bounds the time between two.
+    """
+
+    def __init__(self, min_rate: int, window: float, now: float) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self._start = now
+        self._bytes = 0
+
+    def update(self, received: int, now: float) -> None:
+        self._bytes += received
+        elapsed = now - self._start
+        if not self.min_rate or elapsed < self.window:
+            return
+        if self._bytes < self.min_rate * elapsed:
+            raise UpstreamError(
+                f"too slow: {self._bytes} bytes in the last {elapsed:.0f} s, less than "
+                f"min_rate ({self.min_rate} bytes/s over rate_window {self.window:g} s)",
+                retryable=True)
+        self._start, self._bytes = now, 0
+
+
 class BodyBroken(Exception):
     """A read of a body failed mid-way: :func:`copy_body` names it with the bytes so far."""
 
 
 async def copy_body(read: Callable[[], Awaitable[bytes]], sink: Sink, *, expected: int | None,
                     progress: ProgressFn | None, max_file_size: int,
-                    limit_name: str = "max_file_size") -> tuple[str, int]:
+                    limit_name: str = "max_file_size", min_rate: int = 0,
+                    rate_window: float = 60.0) -> tuple[str, int]:
     """Every chunk ``read()`` gives, until it gives ``b""``, into ``sink``; (sha256, size).
 
     ``read`` raises :class:`UpstreamError` for what it can name itself (a stall) and
     :class:`BodyBroken` for a body that ended early; its length is checked against
     ``expected`` (the server's Content-Length, an FTP server's SIZE); more than
-    ``max_file_size`` bytes (``limit_name`` in the message) stops it at once.
+    ``max_file_size`` bytes (``limit_name`` in the message) stops it at once; so does a body
+    slower than ``min_rate`` bytes/s over a ``rate_window`` (0: no floor).
     """
     writer = HashingWriter(sink)
+    floor = RateFloor(min_rate, rate_window, time.monotonic())
     size = 0
     batch: list[bytes] = []
     batch_size = 0
@@ -103,6 +144,7 @@ async def copy_body(read: Callable[[], Awaitable[bytes]], sink: Sink, *, expecte
                 raise _broken_off(exc.__cause__ or exc, size, expected) from None
             if not chunk:
                 break
+            floor.update(len(chunk), time.monotonic())
             size += len(chunk)
             if size > max_file_size:
                 raise UpstreamError(f"file grew past {limit_name} ({max_file_size} bytes)")

@@ -87,7 +87,6 @@ class ArchiveTransaction:
         self._lockset = LockSet(files.locks)
         self.changes = SetChanges(self._store, self._lockset, files.options.refresh_mode,
                                   spec.set_id, OciManifests(files.checker.oci))
-        self._staging: list[StagingFile] = []
         self._done = done
 
     # ------------------------------------------------------------------- run
@@ -151,8 +150,6 @@ class ArchiveTransaction:
             raise
         finally:
             await self.changes.discard_staging()
-            for staged_file in self._staging:
-                await store.discard(staged_file)
 
     def _result(self, status: str, version: Version, generation: int | None) -> FetchResult:
         assert status in ("published", "unchanged")
@@ -193,7 +190,7 @@ class ArchiveTransaction:
         sinks: dict[str, StagingFile] = {}
         for name, member in spec.files.items():
             sinks[member] = staging = await store.new_staging(name)
-            self._staging.append(staging)
+            self.changes.track(staging)
         limits = Limits(self._files.options.max_unpacked_size,
                         self._files.fetcher.options.max_file_size)
         label = spec.destination

@@ -9,6 +9,10 @@ An OCI member's validator is the digest its reference resolves to, asked once pe
 (:class:`~tftproxy.fetch.oci.OciManifests`): the same digest is Unchanged at the cost of one
 request; a new one names the layer by its digest, which is the content's name in the store, so
 a layer the store holds is never downloaded again.
+
+``min_free_space`` is checked when the headers arrive (against the announced length) and
+again every :data:`SPACE_CHECK_EVERY` bytes while the body streams, so a body without a
+Content-Length cannot fill the disk either.
 """
 
 from __future__ import annotations
@@ -29,6 +33,37 @@ from tftproxy.store.records import Version
 
 # An up-to-date name's "last checked" time is written at most this often.
 TOUCH_INTERVAL = 1.0
+# Free space is looked at again after this many bytes of a download: the disk can drop at most
+# this far below min_free_space before the download stops.
+SPACE_CHECK_EVERY = 1024 * 1024
+
+
+class SpaceGuard:
+    """A staging file that stops the download before it takes the disk below a minimum.
+
+    Written from the download's writer thread, where looking at the file system is allowed.
+    """
+
+    def __init__(self, staging: StagingFile, minimum: int, where: object) -> None:
+        self.staging = staging
+        self.fd = staging.fd
+        self._minimum = minimum
+        self._where = where
+        self._since = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        # Looked at before the bytes go out: the disk drops at most SPACE_CHECK_EVERY below
+        # the minimum, and only when free space fell by other means between two checks.
+        self._since += len(data)
+        if self._since >= SPACE_CHECK_EVERY:
+            self._since = 0
+            free = self.staging.free_bytes()
+            if free - len(data) < self._minimum:
+                raise UpstreamError(
+                    f"not enough free space in {self._where}: {free} bytes left after "
+                    f"{self.staging.size()} bytes of the download, min_free_space is "
+                    f"{self._minimum}", local=True)
+        self.staging.write(data)
 
 
 @dataclass(frozen=True)
@@ -120,7 +155,8 @@ class Checker:
             staging = await self.store.new_staging(name)
             staged.append(staging)
             change.track(staging)
-            return staging
+            minimum = self.options.min_free_space
+            return SpaceGuard(staging, minimum, self.store.root) if minimum > 0 else staging
 
         return new_sink, staged
 

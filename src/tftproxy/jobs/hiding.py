@@ -4,15 +4,33 @@ Both kinds of transaction (:mod:`.transaction` for boot files, :mod:`.archive` f
 are the check's hooks (:class:`~tftproxy.jobs.check.SetChangeHooks`): in hide mode the first
 sign of a change takes every member of the set out of the tree, once, and a transaction that
 does not switch puts each one's previous version back.
+
+A failure of this machine (a full disk, files another user owns) does not stop the putting
+back: every staging file is freed first (on a full disk, a failed download holds the space the
+restore needs), then each hidden member is restored on its own (one that cannot be put back
+does not keep the others hidden; it is named in :attr:`SetChanges.unrestored`).
 """
 
 from __future__ import annotations
+
+import logging
 
 from tftproxy.fetch.oci import OciManifests
 from tftproxy.jobs.locking import LockSet
 from tftproxy.jobs.options import RefreshMode
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.objects import StagingFile
+
+log = logging.getLogger(__name__)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A one-line reason for a failure of this machine, naming the file."""
+    where = f": {exc.filename}" if exc.filename else ""
+    reason = f"{exc.strerror or exc}{where}"
+    if isinstance(exc, PermissionError):
+        reason += " (the files under .tftproxy/private must belong to the user tftproxy runs as)"
+    return reason
 
 
 class SetChanges:
@@ -27,6 +45,7 @@ class SetChanges:
         self._set_id = set_id
         self._hidden_names: list[str] = []
         self._staging: list[StagingFile] = []
+        self.unrestored: list[str] = []
         self._settled = False
         self._hidden = False
 
@@ -51,8 +70,9 @@ class SetChanges:
         # Their locks first: a recovering process must not take our hiding for a crash's.
         await self._lockset.acquire(sorted(m.name for m in members))
         for member in members:
-            await self._store.begin_refresh(member.name, True)
+            # Noted first: a hide that fails half-way is still undone.
             self._hidden_names.append(member.name)
+            await self._store.begin_refresh(member.name, True)
 
     async def begin_first_fetch(self, name: str) -> None:
         """Mark ``name``, which has no version yet, as fetching its first: readers of our
@@ -66,13 +86,26 @@ class SetChanges:
 
     async def restore(self) -> None:
         """Put the previous versions back (after a failure, or when nothing changed); a
-        first fetch's mark goes."""
+        first fetch's mark goes. The staging files go first; each member is restored on its
+        own, whatever happens to the others."""
         if self._settled:
             return
         self._settled = True
+        await self.discard_staging()
         for name in self._hidden_names:
-            await self._store.abort_refresh(name)
+            try:
+                await self._store.abort_refresh(name)
+            except OSError as exc:
+                self.unrestored.append(name)
+                log.error("cannot put back the previous version of %s: %s; it stays hidden "
+                          "until its next fetch or tftproxy's next start", name,
+                          describe_os_error(exc))
 
     async def discard_staging(self) -> None:
-        for staging in self._staging:
-            await self._store.discard(staging)
+        """Free every staging file (each once; one that cannot be removed is logged)."""
+        while self._staging:
+            staging = self._staging.pop()
+            try:
+                await self._store.discard(staging)
+            except OSError as exc:
+                log.error("cannot remove the staging file %s: %s", staging.path, exc)

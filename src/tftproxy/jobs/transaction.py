@@ -9,25 +9,33 @@ Members taken from one OCI artifact share one resolution of its reference in a t
 (``self.oci``), so they switch together by construction: when the reference moved, even to a
 manifest whose layer for the requested member is the same, every member is revalidated
 against that one manifest and the set records it whole, or not at all.
+
+A failure of this machine (a full disk, a name the tree cannot take, files another user owns)
+ends the transaction like an upstream failure: a one-line reason, every staging file freed
+first (so the restore has the space it needs), then every hidden member restored, each on its
+own (one that cannot be put back does not keep the others hidden).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 
-from tftproxy.errors import UpstreamError
+from tftproxy.errors import NameRefused, UpstreamError
 from tftproxy.fetch.oci import OciManifests
 from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
-from tftproxy.jobs.hiding import SetChanges
+from tftproxy.jobs.hiding import SetChanges, describe_os_error
 from tftproxy.jobs.locking import LockCache, LockSet
 from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry
 from tftproxy.jobs.results import FetchResult
 from tftproxy.store.aio import AsyncStore
-from tftproxy.store.records import Record, Version
+from tftproxy.store.records import Record
+
+log = logging.getLogger(__name__)
 
 
 class SetTransaction:
@@ -45,23 +53,42 @@ class SetTransaction:
         self._lockset = LockSet(locks)
         self.changes = SetChanges(store, self._lockset, options.refresh_mode, job.set_id,
                                   OciManifests(checker.oci))
+        self._member_jobs: list[Job] = []
+        self._had_version = False
 
     # ------------------------------------------------------------------- run
 
     async def run(self) -> FetchResult:
         job = self.job
-        async with self._locks.set_lock(job.set_id):
-            try:
-                await self._lockset.acquire([f"set:{job.set_id}", job.name])
-                return await self._run_locked()
-            finally:
-                self._lockset.release()
+        try:
+            async with self._locks.set_lock(job.set_id):
+                try:
+                    await self._lockset.acquire([f"set:{job.set_id}", job.name])
+                    result = await self._run_locked()
+                finally:
+                    self._lockset.release()
+        except OSError as exc:
+            log.error("fetch of %s for %s: %s", job.url, job.name, describe_os_error(exc))
+            result = self._failed(f"cannot change the TFTP tree: {describe_os_error(exc)}")
+        for mj in self._member_jobs:
+            if not mj.done:  # the transaction ended before their part was decided
+                mj.finish(mj.failed(f"boot set not switched: {result.message}", kept=True))
+                self._registry.retire(mj)
+        return result
+
+    def _failed(self, reason: str) -> FetchResult:
+        """The job's failure; says so when a previous version could not be put back."""
+        unrestored = self.changes.unrestored
+        if unrestored:
+            reason += f"; could not put back {', '.join(unrestored)}"
+        return self.job.failed(reason, kept=self._had_version and not unrestored)
 
     async def _run_locked(self) -> FetchResult:
         job, store = self.job, self._store
         # The locks were free, so a half-done state is a dead process's: repaired first.
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
+        self._had_version = cur is not None
         try:
             if cur is None:
                 # A host may boot during the first fetch (after a 202): our servers hold its
@@ -71,7 +98,7 @@ class SetTransaction:
                                               self.changes)
             if isinstance(first, Failed):
                 await self.changes.restore()
-                return job.failed(first.reason, kept=cur is not None)
+                return self._failed(first.reason)
             if isinstance(first, Unchanged) and not first.moved:
                 was_hidden = self.changes.hidden
                 await self.changes.restore()
@@ -84,7 +111,7 @@ class SetTransaction:
                                    generation=rec.generation if rec else None)
             members = await store.members(job.set_id)
             await self._lockset.acquire(sorted(m.name for m in members))
-            return await self._switch(first, cur, [m for m in members if m.name != job.name])
+            return await self._switch(first, [m for m in members if m.name != job.name])
         except BaseException:
             await self.changes.restore()
             raise
@@ -92,8 +119,7 @@ class SetTransaction:
             self.changes.oci.close()
             await self.changes.discard_staging()
 
-    async def _switch(self, first: Changed | Unchanged, cur: Version | None,
-                      others: list[Record]) -> FetchResult:
+    async def _switch(self, first: Changed | Unchanged, others: list[Record]) -> FetchResult:
         job = self.job
         member_jobs = [self._member_job(m) for m in others]
         if isinstance(first, Changed):
@@ -118,15 +144,19 @@ class SetTransaction:
                 # up before the switch: nothing switched.
                 failures = [Failed(job.name, job.url, f"{exc}: clean-up removed it meanwhile; "
                                                       f"try again")]
+            except (NameRefused, OSError) as exc:
+                reason = str(exc) if isinstance(exc, NameRefused) else describe_os_error(exc)
+                failures = [Failed(job.name, job.url, f"cannot publish: {reason}")]
         if srec is None:
             await self.changes.restore()
             detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
-            for mj, c in zip(member_jobs, checks[1:], strict=True):
-                reason = c.reason if isinstance(c, Failed) else f"boot set not switched: {detail}"
+            failed = {c.name: c for c in failures}
+            for mj in member_jobs:
+                own = failed.get(mj.name)
+                reason = own.reason if own else f"boot set not switched: {detail}"
                 mj.finish(mj.failed(reason, kept=True))
                 self._registry.retire(mj)
-            return job.failed(f"boot set {job.set_id} not switched: {detail}",
-                              kept=cur is not None)
+            return self._failed(f"boot set {job.set_id} not switched: {detail}")
         self.changes.settled()
         results = []
         for c in checks:
@@ -163,6 +193,7 @@ class SetTransaction:
         assert rec.current is not None
         job = self._registry.new(rec.name, rec.current.source, rec.set or rec.name)
         self._registry.start_unless_running(job)
+        self._member_jobs.append(job)
         return job
 
     async def _verify(self, checks: list[Check]) -> list[Check]:

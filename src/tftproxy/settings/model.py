@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -87,7 +87,7 @@ VersionText = Annotated[str | None, AfterValidator(_version)]
 TftpAddresses = Annotated[list[str], BeforeValidator(_addresses), AfterValidator(_tftp_addresses)]
 
 
-def _check_module_listeners(settings: Settings, module: str) -> None:
+def _check_module_listeners(settings: _ApiSettings, module: str) -> None:
     key = "feature_enabled" if module == "tftp" else f"{module}_enabled"
     mode = settings.module_mode(module)
     if mode is FeatureMode.HTTP and not settings.http_enabled:
@@ -97,10 +97,12 @@ def _check_module_listeners(settings: Settings, module: str) -> None:
                          "(ssl_certificate, ssl_private_key, ssl_ca_file)")
 
 
-class Settings(BaseModel):
-    """Every tftproxy setting, with smart-proxy's names where they exist."""
+# The fields are grouped in one class per part (each class stays small); Settings joins them
+# into one flat model: one name, one YAML key and one TFTPROXY_<KEY> variable per setting.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+class _ApiSettings(BaseModel):
+    """smart-proxy's tftp, httpboot and logs modules and the API listeners."""
 
     # --- smart-proxy's tftp module ---
     tftproot: Path = Field(Path("/var/lib/tftpboot"), description="The TFTP root (published tree).")
@@ -141,6 +143,15 @@ class Settings(BaseModel):
     forward_verify: bool = Field(
         True, description="Over HTTP, require the reverse DNS name to resolve back to the client."
     )
+    http_header_timeout: float = Field(15.0, gt=0, description="Seconds a new API connection "
+                                       "has to send its first header; also a body's limit.")
+    http_keepalive_timeout: float = Field(15.0, gt=0, description="Seconds an idle kept-alive "
+                                          "API connection stays open.")
+    http_max_connections: int = Field(512, ge=1, description="API connections at once (kept "
+                                      "below the descriptor limit); when full, a new one "
+                                      "replaces the oldest without a complete header.")
+    http_max_connections_per_client: int = Field(64, ge=1, description="API connections at "
+                                                 "once from one client address.")
     feature_enabled: Enabled = Field(
         FeatureMode.ON,
         description="smart-proxy's tftp `enabled`: true, false, or http / https for one of them.",
@@ -175,6 +186,72 @@ class Settings(BaseModel):
         "(smart-proxy's log_buffer_errors).",
     )
 
+    @field_validator("listen", "https_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_trusted(cls, value: list[str] | None) -> list[str] | None:
+        # Names are compared with the lower-cased CN or DNS name, as smart-proxy does.
+        return None if value is None else [h.strip().lower() for h in value if h.strip()]
+
+    @field_validator("tls_disabled_versions", mode="before")
+    @classmethod
+    def _check_tls_versions(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        versions = [str(v) for v in value]
+        bad = [v for v in versions if v not in TLS_VERSIONS]
+        if bad:
+            raise ValueError(f"unknown TLS version(s) {', '.join(bad)}; "
+                             f"use {', '.join(TLS_VERSIONS)}")
+        return versions
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Self:
+        ssl_keys = ("ssl_certificate", "ssl_private_key", "ssl_ca_file")
+        missing = [k for k in ssl_keys if getattr(self, k) is None]
+        if 0 < len(missing) < len(ssl_keys):
+            raise ValueError(f"{', '.join(missing)} must be set too: HTTPS needs all of "
+                             f"{', '.join(ssl_keys)}")
+        if {"1.2", "1.3"} <= set(self.tls_disabled_versions):
+            raise ValueError("tls_disabled_versions disables every TLS version HTTPS can use")
+        if not self.http_enabled and not self.https_enabled:
+            raise ValueError("http_enabled is false and HTTPS is not configured (ssl_certificate, "
+                             "ssl_private_key, ssl_ca_file): no API listener is left")
+        for module in MODULES:
+            _check_module_listeners(self, module)
+        return self
+
+    @property
+    def https_enabled(self) -> bool:
+        """HTTPS is served when its certificate, key and client CA are all configured."""
+        return None not in (self.ssl_certificate, self.ssl_private_key, self.ssl_ca_file)
+
+    def feature_on(self, scheme: str) -> bool:
+        """Whether the TFTP routes are offered over ``scheme`` (``http`` or ``https``)."""
+        return self.module_on("tftp", scheme)
+
+    def module_mode(self, module: str) -> FeatureMode:
+        """The `enabled` setting of one of :data:`MODULES`."""
+        key = "feature_enabled" if module == "tftp" else f"{module}_enabled"
+        mode: FeatureMode = getattr(self, key)
+        return mode
+
+    def module_on(self, module: str, scheme: str) -> bool:
+        """Whether a module's routes are offered over ``scheme`` (``http`` or ``https``)."""
+        mode = self.module_mode(module)
+        if scheme == "https":
+            return self.https_enabled and mode in (FeatureMode.ON, FeatureMode.HTTPS)
+        return self.http_enabled and mode in (FeatureMode.ON, FeatureMode.HTTP)
+
+
+class _FetchSettings(BaseModel):
+    """Fetching, boot sets, verification and clean-up."""
+
     # --- fetching ---
     fetch_wait: float = Field(
         45.0, ge=0,
@@ -182,6 +259,10 @@ class Settings(BaseModel):
         "it well under Foreman's proxy_request_timeout (60 s).",
     )
     stall_timeout: float = Field(30.0, gt=0, description="Fail when no byte arrives for this long.")
+    min_rate: int = Field(1024, ge=0, description="Fail a download slower than this many "
+                          "bytes/s over rate_window (a trickling upstream); 0: no check.")
+    rate_window: float = Field(60.0, gt=0, description="Seconds over which min_rate is "
+                               "measured; also the limit for response headers.")
     fetch_timeout: float = Field(
         3600.0, gt=0,
         description="Total time limit of one download (s); smart-proxy's tftp_download_max_time.")
@@ -237,6 +318,17 @@ class Settings(BaseModel):
         3600.0, ge=0, description="Seconds between clean-ups in `serve`; 0 turns them off."
     )
 
+    @field_validator("http_proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
+
+
+class _TftpSettings(BaseModel):
+    """tftproxy's own TFTP server."""
+
     # --- TFTP server ---
     tftp_listen: TftpAddresses = Field(
         default_factory=list,
@@ -268,76 +360,22 @@ class Settings(BaseModel):
     tftp_max_transfers: int = Field(
         1000, ge=1,
         description="Concurrent TFTP transfers per worker; requests beyond go unanswered "
-        "(the client retries), so a storm cannot exhaust file descriptors.",
+        "(the client retries), so a storm cannot exhaust file descriptors. When all are "
+        "taken, a new request takes the slot of the oldest transfer whose client has not "
+        "acknowledged anything yet.",
+    )
+    tftp_max_per_client: int = Field(32, ge=1, description="Concurrent TFTP transfers (and "
+                                     "held requests) per client address and worker.")
+    tftp_first_retries: int = Field(
+        1, ge=0, le=100,
+        description="Resends of the first answer (OACK or DATA 1) before the client's first "
+        "ACK, every tftp_timeout at most whatever timeout it asked for: what a forged request "
+        "can make the server send, and how long it holds a slot.",
     )
 
-    # --- end of TFTP server ---
 
-    @field_validator("listen", "https_listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
+# Fields are listed in the reverse of this order (pydantic collects them base class first).
+class Settings(_TftpSettings, _FetchSettings, _ApiSettings):
+    """Every tftproxy setting, with smart-proxy's names where they exist."""
 
-    @field_validator("trusted_hosts")
-    @classmethod
-    def _check_trusted(cls, value: list[str] | None) -> list[str] | None:
-        # Names are compared with the lower-cased CN or DNS name, as smart-proxy does.
-        return None if value is None else [h.strip().lower() for h in value if h.strip()]
-
-    @field_validator("tls_disabled_versions", mode="before")
-    @classmethod
-    def _check_tls_versions(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        versions = [str(v) for v in value]
-        bad = [v for v in versions if v not in TLS_VERSIONS]
-        if bad:
-            raise ValueError(f"unknown TLS version(s) {', '.join(bad)}; "
-                             f"use {', '.join(TLS_VERSIONS)}")
-        return versions
-
-    @model_validator(mode="after")
-    def _check_listeners(self) -> Settings:
-        ssl_keys = ("ssl_certificate", "ssl_private_key", "ssl_ca_file")
-        missing = [k for k in ssl_keys if getattr(self, k) is None]
-        if 0 < len(missing) < len(ssl_keys):
-            raise ValueError(f"{', '.join(missing)} must be set too: HTTPS needs all of "
-                             f"{', '.join(ssl_keys)}")
-        if {"1.2", "1.3"} <= set(self.tls_disabled_versions):
-            raise ValueError("tls_disabled_versions disables every TLS version HTTPS can use")
-        if not self.http_enabled and not self.https_enabled:
-            raise ValueError("http_enabled is false and HTTPS is not configured (ssl_certificate, "
-                             "ssl_private_key, ssl_ca_file): no API listener is left")
-        for module in MODULES:
-            _check_module_listeners(self, module)
-        return self
-
-    @property
-    def https_enabled(self) -> bool:
-        """HTTPS is served when its certificate, key and client CA are all configured."""
-        return None not in (self.ssl_certificate, self.ssl_private_key, self.ssl_ca_file)
-
-    def feature_on(self, scheme: str) -> bool:
-        """Whether the TFTP routes are offered over ``scheme`` (``http`` or ``https``)."""
-        return self.module_on("tftp", scheme)
-
-    def module_mode(self, module: str) -> FeatureMode:
-        """The `enabled` setting of one of :data:`MODULES`."""
-        key = "feature_enabled" if module == "tftp" else f"{module}_enabled"
-        mode: FeatureMode = getattr(self, key)
-        return mode
-
-    def module_on(self, module: str, scheme: str) -> bool:
-        """Whether a module's routes are offered over ``scheme`` (``http`` or ``https``)."""
-        mode = self.module_mode(module)
-        if scheme == "https":
-            return self.https_enabled and mode in (FeatureMode.ON, FeatureMode.HTTPS)
-        return self.http_enabled and mode in (FeatureMode.ON, FeatureMode.HTTP)
-
-    @field_validator("http_proxy")
-    @classmethod
-    def _check_proxy(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value or None
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)

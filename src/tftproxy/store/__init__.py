@@ -48,16 +48,17 @@ class BootStore:
                                  self.transactions)
         self.serving = ServedTree(self.layout, pin_window)
         self.pins = self.serving.pins
-        self.configs = PxeConfigs(self.root)
+        self.configs = PxeConfigs(self.root, self.serving)
 
-    def lock(self, name: str) -> NameLock:
-        """The lock of a name (or of ``set:<id>``), shared with every other process."""
-        return NameLock(self.layout.locks_dir / f"{name_key(name)}.lock")
+    def lock(self, name: str, *, create: bool = True) -> NameLock:
+        """The lock of a name (or of ``set:<id>``), shared with every other process;
+        ``create=False`` for a reader that must not write (its file is not made)."""
+        return NameLock(self.layout.locks_dir / f"{name_key(name)}.lock", create=create)
 
-    def gc_lock(self) -> NameLock:
+    def gc_lock(self, *, create: bool = True) -> NameLock:
         """Clean-up holds it exclusively; a fetch holds it shared from ingest to publish, so
         content about to be linked is never taken for garbage."""
-        return NameLock(self.layout.gc_lock_path)
+        return NameLock(self.layout.gc_lock_path, create=create)
 
     def recover(self) -> RecoveryReport:
         return self.recovery.recover()

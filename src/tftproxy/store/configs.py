@@ -5,7 +5,10 @@ It writes the files smart-proxy writes, with three differences:
 
 * every write is atomic and durable (:mod:`tftproxy._fs`), so a PXE client never reads a
   half-written config;
-* nothing is written, read or removed outside the TFTP root, even through a symlinked directory;
+* nothing is written, read or removed outside the TFTP root or inside tftproxy's own state
+  (``.tftproxy/``), even through a symlinked directory, and a config is read by the same rules
+  TFTP serves it by (:mod:`tftproxy.store.serving`): a symlink planted into the private state
+  is refused, not followed;
 * MAC groups are zero-padded (``a:b:...`` is written as ``0a-0b-...``), which is the name a PXE
   client asks for; Foreman always sends two digits, where the result is identical.
 
@@ -39,7 +42,7 @@ from pathlib import Path
 
 from tftproxy._fs import replace_file_atomically, replace_symlink_atomically
 from tftproxy._paths import is_within
-from tftproxy.errors import ConfigNotFound, PxeInputError
+from tftproxy.errors import ConfigNotFound, PxeInputError, Refused
 from tftproxy.pxe import (
     HOST_CONFIG,
     UNIVERSE,
@@ -51,15 +54,21 @@ from tftproxy.pxe import (
     config_files,
     default_files,
 )
+from tftproxy.store.layout import STATE_DIRNAME
+from tftproxy.store.serving import ServedTree
 
 _MODE = 0o644  # TFTP servers read as an unprivileged user
+# A config is a few kilobytes (the API takes at most 1 MiB); reading one is never allowed to
+# pull a whole kernel into memory because a name was pointed at one.
+MAX_CONFIG = 4 * 1024 * 1024
 
 
 class PxeConfigs:
     """Reads and writes the PXE configs under one TFTP root; safe to call from threads."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, served: ServedTree) -> None:
         self.root = Path(root)
+        self._served = served
         # One lock for every write: configs are tiny, and a variant's files must change together.
         self._lock = threading.Lock()
 
@@ -81,17 +90,26 @@ class PxeConfigs:
             return [self._write_file(rel, data) for rel in files]
 
     def read(self, variant: Variant, mac: Mac) -> bytes:
+        """The config's content, opened as TFTP would serve it (PxeInputError when that
+        leads out of the root or into tftproxy's private state)."""
         rel = config_files(variant, mac)[0]
-        path = self._inside(rel)
-        # A config replaced by a symlink out of the root must not leak what it points to.
-        self._check_dir(rel)
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            served = self._served.open_served(rel)
         except FileNotFoundError:
             raise ConfigNotFound(f"File {rel} not found") from None
+        except Refused as exc:
+            raise PxeInputError(f"cannot read {rel}: {exc}") from None
         except OSError as exc:
             raise PxeInputError(f"cannot read {rel}: {exc.strerror}") from None
+        try:
+            if served.size > MAX_CONFIG:
+                raise PxeInputError(f"cannot read {rel}: {served.size} bytes, more than a "
+                                    f"PXE config may be ({MAX_CONFIG})")
+            return os.pread(served.fd, MAX_CONFIG + 1, 0)[:MAX_CONFIG]
+        except OSError as exc:
+            raise PxeInputError(f"cannot read {rel}: {exc.strerror}") from None
+        finally:
+            served.close()
 
     def delete(self, variant: Variant, mac: Mac) -> None:
         """Remove the host's files; absent files are no error (Foreman deletes blindly)."""
@@ -160,8 +178,13 @@ class PxeConfigs:
         return self.root / rel
 
     def _check_dir(self, rel_dir: str) -> None:
-        if not is_within(os.path.realpath(self.root / rel_dir), os.path.realpath(self.root)):
+        real_root = os.path.realpath(self.root)
+        real = os.path.realpath(self.root / rel_dir)
+        if not is_within(real, real_root):
             raise PxeInputError(f"{rel_dir} resolves outside the TFTP root")
+        if is_within(real, os.path.join(real_root, STATE_DIRNAME)):
+            raise PxeInputError(f"{rel_dir} resolves into tftproxy's state directory "
+                                f"{STATE_DIRNAME}/")
 
     def _make_dirs(self, rel_dir: str) -> Path:
         # Checked before and after: mkdir must not follow a symlink out of the root either.

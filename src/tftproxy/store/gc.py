@@ -72,9 +72,9 @@ def _referenced(store: BootStore, grace: float, now: float, dry_run: bool,
         for v in (rec.current, rec.previous):
             if v is not None:
                 keep.add(v.sha256)
-    pinned = store.pins.active(now)
+    pinned = store.pins.active(now, prune=not dry_run)
     for srec in store.records.set_records():
-        lock = store.lock(f"set:{srec.name}")
+        lock = store.lock(f"set:{srec.name}", create=not dry_run)
         try:
             free = lock.acquire(blocking=False)
             kept = []
@@ -106,10 +106,16 @@ def _referenced(store: BootStore, grace: float, now: float, dry_run: bool,
 
 def collect(store: BootStore, grace: float, *, dry_run: bool = False,
             now: float | None = None) -> GcReport:
-    """Delete (or, with ``dry_run``, list) what nothing uses any more."""
+    """Delete (or, with ``dry_run``, list) what nothing uses any more.
+
+    A dry run writes nothing at all, not even a lock file; a root that holds no store is
+    reported as having nothing to clean, and is not created.
+    """
     now = time.time() if now is None else now
     report = GcReport(dry_run=dry_run, grace=grace)
-    lock = store.gc_lock()
+    if not store.layout.exists():
+        return report
+    lock = store.gc_lock(create=not dry_run)
     try:
         lock.acquire(blocking=True)
         keep = _referenced(store, grace, now, dry_run, report)

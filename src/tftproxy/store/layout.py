@@ -9,6 +9,7 @@
         pins/<client>.json                which generation each client is on (advisory)
         locks/<key>.lock                  flocks shared with other processes
         gc.lock                           clean-up's lock
+        quarantine/                       records recovery could not repair, set aside
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class Layout:
     @property
     def locks_dir(self) -> Path:
         return self.private_dir / "locks"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.private_dir / "quarantine"
 
     @property
     def gc_lock_path(self) -> Path:

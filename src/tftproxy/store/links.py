@@ -8,6 +8,7 @@ bootloader universe) is a relative symlink to another published name instead.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -40,6 +41,26 @@ class Links:
             raise NameRefused(f"{name!r} leads outside the TFTP root")
         os.makedirs(real_parent, mode=0o755, exist_ok=True)
         return Path(real_parent) / base
+
+    def prepare(self, name: str) -> Path:
+        """Make sure a link can be made at ``name``: its directories exist, and nothing but a
+        file or a link is in its place. Raises NameRefused (or the OSError) otherwise.
+
+        Run for every member before a switch is recorded, so a switch never stops half-way
+        on a name the tree cannot take.
+        """
+        try:
+            final = self.final_path(name)
+        except (FileExistsError, NotADirectoryError):
+            raise NameRefused(f"{name!r}: a directory on its way exists and is not a "
+                              f"directory") from None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise NameRefused(f"{name!r} is longer than the file system allows") from None
+            raise
+        if final.is_dir() and not final.is_symlink():
+            raise NameRefused(f"{name!r} is an existing directory")
+        return final
 
     def link(self, name: str, sha256: str) -> None:
         """Point ``name`` at the stored content ``sha256``, durably."""

@@ -14,12 +14,22 @@ class NameLock:
     costs no open); :meth:`release` closes it, which also drops the flock.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if create:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            return
+        # A reader that must not write (a dry run): a lock file nobody made is a lock nobody
+        # holds, and flock needs no write access.
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._fd = -1
 
     def acquire(self, blocking: bool = True, shared: bool = False) -> bool:
         """Take the lock; without ``blocking``, False when someone else holds it."""
+        if self._fd < 0:
+            return True
         flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
         try:
             fcntl.flock(self._fd, flags)

@@ -4,6 +4,11 @@ A published name is a path relative to the TFTP root. Publishing derives it as s
 does and refuses anything that could leave the root or reach tftproxy's own state
 (:class:`~tftproxy.errors.NameRefused`); reading normalises what a TFTP or HTTP client asks
 for and refuses what leaves the root (:class:`~tftproxy.errors.Refused`).
+
+A name is also refused when the file system could not hold it (a component over its
+NAME_MAX, the whole path over PATH_MAX, more than :data:`MAX_DEPTH` directories deep) or no
+TFTP client could ask for it (a backslash, which TFTP servers read as ``/``): checked up front,
+so a publish never fails half-way on a name the kernel rejects.
 """
 
 from __future__ import annotations
@@ -13,8 +18,13 @@ import os
 from urllib.parse import urlsplit
 
 from tftproxy._paths import dot_segments, is_within, plain_segments
-from tftproxy.errors import NameRefused, Refused
+from tftproxy.errors import NameRefused, Refused, printable
 from tftproxy.store.layout import STATE_DIRNAME, Layout
+
+# Directories a published name may be nested in: Foreman's prefixes are two or three deep; a
+# deeper one is a mistake or an attack (each level is a directory to make and a "../" in the
+# link's target, which must itself fit in PATH_MAX).
+MAX_DEPTH = 32
 
 
 def name_key(name: str) -> str:
@@ -50,6 +60,14 @@ class Names:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
+        # Read once, here (a store is made off the event loop): names are checked as text on
+        # the loop, and the kernel's limits are part of that text check.
+        try:
+            name_max = os.statvfs(layout.real_root).f_namemax or 255
+            path_max = os.pathconf(layout.real_root, "PC_PATH_MAX")
+        except OSError:
+            name_max, path_max = 255, 4096  # Linux's values; the root may not exist yet
+        self.limits = (name_max, path_max)  # NAME_MAX, PATH_MAX of the root's file system
 
     def destination(self, prefix: str, url: str) -> str:
         """The published name for ``(prefix, url)``, or NameRefused: :meth:`derive` and
@@ -116,9 +134,29 @@ class Names:
         if ".." in parts:
             raise NameRefused(f"{name!r} contains '..', which could leave the TFTP root")
         if parts[0] == STATE_DIRNAME:
-            raise NameRefused(f"{name!r} is inside tftproxy's private directory "
-                              f"{STATE_DIRNAME}/")
+            raise NameRefused(f"{name!r} is inside {state_area(parts[1:])}")
+        if "\\" in name:
+            raise NameRefused(f"{printable(name)!r} contains a backslash, which TFTP clients "
+                              f"and servers read as '/': no client could ask for this name")
+        self._check_size(parts)
         return "/".join(parts)
+
+    def _check_size(self, parts: list[str]) -> None:
+        """Refuse a name the root's file system cannot hold, naming the limit."""
+        name_max, path_max = self.limits
+        if len(parts) > MAX_DEPTH + 1:
+            raise NameRefused(f"{printable('/'.join(parts))!r} is {len(parts) - 1} directories "
+                              f"deep; at most {MAX_DEPTH} are allowed")
+        for part in parts:
+            size = len(part.encode("utf-8", "surrogateescape"))
+            if size > name_max:
+                raise NameRefused(f"path component {printable(part, 40)!r} is {size} bytes, "
+                                  f"longer than the file system allows (NAME_MAX {name_max})")
+        total = len(os.path.join(self.layout.real_root, *parts).encode("utf-8", "surrogateescape"))
+        if total >= path_max:
+            raise NameRefused(f"{printable('/'.join(parts))!r} makes a path of {total} bytes "
+                              f"under {self.layout.real_root}, longer than the file system "
+                              f"allows (PATH_MAX {path_max})")
 
     def check_path(self, name: str) -> None:
         """What exists on the way to a (normalised) name must let it be published: any
@@ -135,8 +173,11 @@ class Names:
                 target = os.path.realpath(candidate)
                 if not is_within(target, real_root):
                     raise NameRefused(f"{shown!r} is a symlink leading outside the TFTP root")
-                if is_within(target, self.layout.real_state) and not last:
-                    raise NameRefused(f"{shown!r} leads into tftproxy's private directory")
+                state = self.layout.real_state
+                if is_within(target, state) and not last:
+                    inside = os.path.relpath(target, state).split(os.sep)
+                    raise NameRefused(f"{shown!r} leads into "
+                                      f"{state_area([] if inside == ['.'] else inside)}")
                 current = target
             elif os.path.exists(candidate):
                 if not last and not os.path.isdir(candidate):
@@ -146,3 +187,12 @@ class Names:
                 current = candidate
             else:
                 current = candidate
+
+
+def state_area(inside: list[str]) -> str:
+    """What a path below ``.tftproxy/`` is, for a refusal: ``inside`` are the segments after it."""
+    if inside[:1] == ["objects"]:
+        return f"tftproxy's content store {STATE_DIRNAME}/objects/"
+    if inside[:1] == ["private"]:
+        return f"tftproxy's private directory {STATE_DIRNAME}/private/"
+    return f"tftproxy's state directory {STATE_DIRNAME}/"

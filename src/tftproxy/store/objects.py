@@ -30,6 +30,11 @@ class StagingFile:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
+    def free_bytes(self) -> int:
+        """Bytes still free (for unprivileged writers) on the staging file's file system."""
+        st = os.fstatvfs(self.fd)
+        return st.f_bavail * st.f_frsize
+
     def discard(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

@@ -3,7 +3,10 @@
 A PXE client reads the kernel, then the initrd, seconds or minutes apart; UEFI firmware reads
 a file's size, then the file. If the set switches in between, the client would boot a mixed
 pair or get a larger file than it sized its buffer for. So tftproxy's own servers remember,
-per client address and set, which generation it started on, for ``pin_window`` seconds.
+per client address and set, which generation it started on, for ``pin_window`` seconds from
+the moment it started: reading does not renew a pin. A host in a boot loop (a broken kernel,
+rebooting every few minutes) thus reaches the fixed generation once its pin runs out, instead
+of staying on the broken one for as long as it keeps reading.
 
 Pins live in small files under the store's private directory, so the API process, TFTP
 workers and ``tftproxy gc`` all see them. They are advisory state: written without fsync,
@@ -33,11 +36,17 @@ class Pins:
         self.window = window
 
     def _read(self, path: Path) -> dict[str, list[float]]:
+        """A client's pins, ``set -> [generation, expires]``; a damaged entry is no pin."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
+        out: dict[str, list[float]] = {}
+        for set_id, entry in data.items() if isinstance(data, dict) else ():
+            with contextlib.suppress(TypeError, ValueError):
+                generation, expires = entry
+                out[str(set_id)] = [int(generation), float(expires)]
+        return out
 
     def get(self, client: str, set_id: str, now: float | None = None) -> int | None:
         """The generation this client is pinned to for the set, if the pin is still valid."""
@@ -47,30 +56,34 @@ class Pins:
             return None
         return int(entry[0])
 
-    def note(self, client: str, set_id: str, generation: int, now: float | None = None) -> None:
-        """Pin (or keep pinning) a client to a generation for another ``window`` seconds."""
+    def start(self, client: str, set_id: str, generation: int, now: float | None = None) -> None:
+        """Pin a client to a generation for ``window`` seconds, unless it already has a valid
+        pin for the set (which then keeps its generation and its expiry)."""
         if self.window <= 0:
             return
         now = time.time() if now is None else now
         path = _client_file(self.directory, client)
         data = {k: v for k, v in self._read(path).items() if v[1] >= now}
+        if set_id in data:
+            return
         data[set_id] = [generation, now + self.window]
         # Advisory: atomic but not durable, and a failed write only loses this pin.
         with contextlib.suppress(OSError):
             replace_file_atomically(path, json.dumps(data).encode(), durable=False)
 
-    def active(self, now: float | None = None) -> dict[str, set[int]]:
-        """Every set generation some client is pinned to now (what clean-up must keep)."""
+    def active(self, now: float | None = None, *, prune: bool = True) -> dict[str, set[int]]:
+        """Every set generation some client is pinned to now (what clean-up must keep);
+        ``prune`` removes the files of clients whose pins have all expired."""
         now = time.time() if now is None else now
         out: dict[str, set[int]] = {}
         if not self.directory.is_dir():
             return out
         for path in self.directory.glob("*.json"):
             data = self._read(path)
-            if not data:
-                # Only expired pins were left: the file can go.
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            if not data or all(v[1] < now for v in data.values()):
+                if prune:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
                 continue
             for set_id, (generation, expires) in data.items():
                 if expires >= now:

@@ -150,15 +150,24 @@ def _check_format(data: dict[str, Any]) -> None:
                                f"({RECORD_FORMAT}): was the tree written by a newer release?")
 
 
-def _load_all(directory: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
-    """Every readable record of a directory; one that does not parse is skipped, not fatal."""
-    out = []
+# What reading a damaged record raises (RecordUnreadable, for a newer format, is a ValueError).
+DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)
+
+
+def scan(directory: Path, parse: Callable[[dict[str, Any]], T]) -> list[tuple[Path, T | Exception]]:
+    """Every record file of a directory, parsed, or the reason it cannot be."""
+    out: list[tuple[Path, T | Exception]] = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
-            out.append(parse(json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+            out.append((path, parse(json.loads(path.read_text(encoding="utf-8")))))
+        except DAMAGED as exc:
+            out.append((path, exc))
     return out
+
+
+def _load_all(directory: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
+    """Every readable record of a directory; one that does not parse is skipped, not fatal."""
+    return [item for _, item in scan(directory, parse) if not isinstance(item, Exception)]
 
 
 def _encode(data: dict[str, Any]) -> bytes:
@@ -244,12 +253,12 @@ class RecordFiles:
 
     # ------------------------------------------------------------------- sets
 
-    def _set_path(self, set_id: str) -> Path:
+    def set_path(self, set_id: str) -> Path:
         return self.layout.sets_dir / f"{name_key(set_id)}.json"
 
     def set_record(self, set_id: str) -> SetRecord | None:
         try:
-            data = self._read_json(self._set_path(set_id))
+            data = self._read_json(self.set_path(set_id))
         except FileNotFoundError:
             return None
         return SetRecord.from_json(data)
@@ -259,7 +268,12 @@ class RecordFiles:
                       key=lambda s: s.name)
 
     def write_set_record(self, srec: SetRecord) -> None:
-        replace_file_atomically(self._set_path(srec.name), _encode(srec.to_json()))
+        replace_file_atomically(self.set_path(srec.name), _encode(srec.to_json()))
+
+    def drop_set_record(self, set_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.set_path(set_id).unlink()
+            fsync_directory(self.layout.sets_dir)
 
     def members(self, set_id: str) -> list[Record]:
         """The published members of a set, from their records."""

@@ -9,7 +9,10 @@ left alone. The rules:
   name "fetching" (its first version) loses its record, and the tree is left as it was;
 * a record whose content is gone is dropped; a link that disagrees with its record is
   relinked; a plain file someone put over our link wins over the record;
-* staging files and half-written records nobody holds are removed.
+* staging files and half-written records nobody holds are removed;
+* a record that cannot be read or repaired (damaged, or naming what the tree cannot hold) is
+  moved to ``private/quarantine/`` and logged with what to do: one bad record never stops
+  the start, and every other name is served.
 """
 
 from __future__ import annotations
@@ -18,21 +21,25 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
-from tftproxy._fs import remove_temporaries
-from tftproxy.errors import NameRefused
+from tftproxy._fs import fsync_directory, remove_temporaries
+from tftproxy.errors import NameRefused, RecordUnreadable
 from tftproxy.store.layout import Layout
 from tftproxy.store.links import Links
 from tftproxy.store.locks import NameLock
 from tftproxy.store.names import name_key
 from tftproxy.store.objects import Objects
-from tftproxy.store.records import Record, RecordFiles
+from tftproxy.store.records import Record, RecordFiles, SetRecord, scan
 from tftproxy.store.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
 TEMPORARY_AGE = 30.0
+T = TypeVar("T", Record, SetRecord)
 
 
 @dataclass
@@ -42,11 +49,14 @@ class RecoveryReport:
     completed: list[str] = field(default_factory=list)
     relinked: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    # Record files moved to quarantine/, and those left alone (newer format, permissions).
+    quarantined: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.staging_removed or self.restored or self.completed or self.relinked
-                    or self.dropped)
+                    or self.dropped or self.quarantined)
 
 
 def staging_owner(entry: str) -> str:
@@ -69,29 +79,16 @@ class Recovery:
         return NameLock(self.layout.locks_dir / f"{key}.lock")
 
     def recover(self) -> RecoveryReport:
-        """Repair the whole tree; names whose lock a live process holds are left to it."""
+        """Repair the whole tree; names whose lock a live process holds are left to it.
+
+        Never raises for one record: what cannot be repaired is quarantined (or, when only a
+        newer tftproxy or another user could touch it, left alone) and logged.
+        """
         report = RecoveryReport()
-        for srec in self.records.set_records():
-            if srec.state == "switching" and srec.candidate is not None:
-                locks = [self._lock(name_key(n)) for n in sorted(srec.candidate)]
-                try:
-                    if all(lk.acquire(blocking=False) for lk in locks):
-                        self.transactions.finish_generation(srec, time.time())
-                        report.completed.extend(sorted(srec.candidate))
-                finally:
-                    for lk in locks:
-                        lk.release()
-        for rec in self.records.records():
-            lock = self._lock(name_key(rec.name))
-            try:
-                if lock.acquire(blocking=False):
-                    self._recover_record(rec, report)
-            except NameRefused as exc:
-                # The tree changed under the name (a symlink planted on its way): left alone,
-                # rather than followed; the others are still repaired.
-                log.warning("recovery left %s alone: %s", rec.name, exc)
-            finally:
-                lock.release()
+        for path, srec in scan(self.layout.sets_dir, SetRecord.from_json):
+            self._guarded(path, srec, report, self._recover_set)
+        for path, rec in scan(self.layout.meta_dir, Record.from_json):
+            self._guarded(path, rec, report, self._recover_name)
         for entry in os.listdir(self.layout.staging_dir):
             lock = self._lock(staging_owner(entry))
             try:
@@ -106,6 +103,75 @@ class Recovery:
         for directory in (self.layout.meta_dir, self.layout.sets_dir, self.layout.pins_dir):
             remove_temporaries(directory, any_name=True, older_than=TEMPORARY_AGE)
         return report
+
+    def _recover_set(self, srec: SetRecord, report: RecoveryReport) -> None:
+        if srec.state != "switching" or srec.candidate is None:
+            return
+        locks = [self._lock(name_key(n)) for n in sorted(srec.candidate)]
+        try:
+            if all(lk.acquire(blocking=False) for lk in locks):
+                self._finish(srec, report)
+        finally:
+            for lk in locks:
+                lk.release()
+
+    def _finish(self, srec: SetRecord, report: RecoveryReport) -> None:
+        self.transactions.finish_generation(srec, time.time())
+        report.completed.extend(sorted(srec.candidate or ()))
+
+    def _recover_name(self, rec: Record, report: RecoveryReport) -> None:
+        lock = self._lock(name_key(rec.name))
+        try:
+            if lock.acquire(blocking=False):
+                self._recover_record(rec, report)
+        finally:
+            lock.release()
+
+    def _guarded(self, path: Path, parsed: T | Exception, report: RecoveryReport,
+                 repair: Callable[[T, RecoveryReport], None]) -> None:
+        """Run one record's repair; quarantine the record if it cannot be read or repaired."""
+        what = "boot set" if path.parent == self.layout.sets_dir else "name"
+        label = getattr(parsed, "name", path.name)
+        try:
+            if isinstance(parsed, Exception):
+                raise parsed
+            repair(parsed, report)
+        except PermissionError as exc:
+            report.skipped.append(str(path))
+            log.error("cannot repair the record of %s %r: %s: %s; the files under %s must "
+                      "belong to the user tftproxy runs as (chown -R that user: %s)", what,
+                      label, exc.strerror, exc.filename, self.layout.private_dir,
+                      self.layout.state_dir)
+        except RecordUnreadable as exc:
+            report.skipped.append(str(path))
+            log.error("left the record %s alone: %s", path, exc)
+        except NameRefused as exc:
+            # The tree changed under the name (a symlink planted on its way): left alone,
+            # rather than followed; the others are still repaired.
+            report.skipped.append(str(path))
+            log.warning("recovery left %s alone: %s", label, exc)
+        except Exception as exc:  # one bad record must never stop the start
+            moved = self._quarantine(path)
+            report.quarantined.append(str(moved or path))
+            log.error("quarantined the record of %s %r: it cannot be repaired (%s); it was "
+                      "moved to %s. The tree keeps what it links to now; fetch the %s again "
+                      "to republish it, then delete that file", what, label,
+                      _describe(exc), moved or "(could not be moved)", what)
+
+    def _quarantine(self, path: Path) -> Path | None:
+        qdir = self.layout.quarantine_dir
+        try:
+            qdir.mkdir(mode=0o700, exist_ok=True)
+            target = qdir / f"{path.parent.name}-{path.name}.{int(time.time())}"
+            os.rename(path, target)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.with_suffix(".checked"))
+            fsync_directory(path.parent)
+            fsync_directory(qdir)
+        except OSError as exc:
+            log.error("cannot move %s to %s: %s", path, qdir, exc)
+            return None
+        return target
 
     def needs_repair(self, name: str, rec: Record | None) -> bool:
         """Cheap check run before each fetch: a half-done state or staging leftovers."""
@@ -125,8 +191,7 @@ class Recovery:
         if rec is not None and rec.set is not None:
             srec = self.records.set_record(rec.set)
             if srec is not None and srec.state == "switching" and srec.candidate is not None:
-                self.transactions.finish_generation(srec, time.time())
-                report.completed.extend(sorted(srec.candidate))
+                self._guarded(self.records.set_path(rec.set), srec, report, self._finish)
                 rec = self.records.record(name)
         if rec is not None:
             self._recover_record(rec, report)
@@ -163,3 +228,9 @@ class Recovery:
         if not self.links.matches(rec.name, cur):
             self.links.link_version(rec.name, cur)
             report.relinked.append(rec.name)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}"

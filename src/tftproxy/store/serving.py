@@ -23,7 +23,7 @@ from tftproxy.store.layout import Layout
 from tftproxy.store.links import Links
 from tftproxy.store.names import Names, served_name
 from tftproxy.store.pins import Pins
-from tftproxy.store.records import RecordFiles
+from tftproxy.store.records import DAMAGED, Record, RecordFiles, SetRecord
 
 
 @dataclass(frozen=True)
@@ -68,22 +68,23 @@ class ServedTree:
             raise Refused(f"{requested!r} is tftproxy's private state")
 
     def open_served(self, requested: str, client: str | None = None) -> ServedFile:
-        """Open a file for serving; raises FileNotFoundError, Refused or another OSError.
+        """Open a file for serving; raises FileNotFoundError (also for a path the OS rejects:
+        not a directory on the way, a name too long), Refused, or another OSError.
 
         With ``client`` (its address), members of a boot set are served from the generation
-        that client started on, and its pin is noted.
+        that client started on; its first read of the set pins it for ``pin_window``.
         """
         if client is None:
             return self._open_current(requested)
         name = served_name(requested)
-        rec = self.records.record(name, with_checked=False)
+        rec = self._record(name)
         if rec is None or rec.set is None:
             return self._open_current(requested)
         pinned = self.pins.get(client, rec.set)
         # A pinned client reads its generation's content, also while the name is hidden for
         # a set change (its generation is then still the current one).
         if pinned is not None:
-            srec = self.records.set_record(rec.set)
+            srec = self._set_record(rec.set)
             gen = srec.generation(pinned) if srec else None
             sha = gen.members.get(name) if gen else None
             if sha is not None:
@@ -93,11 +94,11 @@ class ServedTree:
                 except (FileNotFoundError, Refused):
                     pass
                 else:
-                    self.pins.note(client, rec.set, pinned)
-                    return replace(served, name=name)
+                    return replace(served, name=name)  # reading never renews the pin
         served = self._open_current(requested)
-        if rec.current is not None and self._links.matches(name, rec.current):
-            self.pins.note(client, rec.set, rec.generation)
+        if (pinned is None and rec.current is not None
+                and self._links.matches(name, rec.current)):
+            self.pins.start(client, rec.set, rec.generation)
         return served
 
     def _open_current(self, requested: str) -> ServedFile:
@@ -105,7 +106,8 @@ class ServedTree:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
-            if exc.errno == errno.ENOENT:
+            # "a/b" where a is a file, or a name no file can have: simply not there.
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
                 raise FileNotFoundError(requested) from None
             if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM):
                 raise Refused(f"{requested!r} cannot be opened") from None
@@ -130,5 +132,19 @@ class ServedTree:
             name = served_name(requested)
         except Refused:
             return False
-        rec = self.records.record(name)
+        rec = self._record(name)
         return rec is not None and rec.state != "published" and rec.hidden
+
+    # A damaged record must not stop a name from being served: the tree is served as it is.
+
+    def _record(self, name: str) -> Record | None:
+        try:
+            return self.records.record(name, with_checked=False)
+        except DAMAGED:
+            return None
+
+    def _set_record(self, set_id: str) -> SetRecord | None:
+        try:
+            return self.records.set_record(set_id)
+        except DAMAGED:
+            return None

@@ -9,7 +9,10 @@ leaves a state that :mod:`tftproxy.store.recovery` completes or rolls back:
   switches (an atomic rename), then each member's record, and only then the set's record
   says the generation is current. A member may be an alias (a relative symlink to another
   member of the same generation): it is recorded in the candidate like any member and
-  switched after the names it points at.
+  switched after the names it points at. The candidate is recorded only once every member's
+  link can be made (its directories exist, nothing else is in its place); should a link
+  still fail (a directory made there meanwhile, a disk error), the switch is rolled back to
+  the records as they were, so the set never stays half-switched.
 
 The caller holds the locks of the names involved (see :mod:`tftproxy.jobs.locking`).
 """
@@ -109,7 +112,7 @@ class Transactions:
         the other (each an atomic rename) and only then does the set record say it is
         current, so a crash in between is finished by recovery.
         """
-        srec = self.records.set_record(set_id) or SetRecord(name=set_id)
+        before = self.records.set_record(set_id)
         for name, v in versions.items():
             if not self.objects.exists(v.sha256):
                 raise FileNotFoundError(f"object {v.sha256} is not in the store")
@@ -119,9 +122,37 @@ class Transactions:
                 # An alias is part of its generation: it may only name a real member of it.
                 raise ValueError(f"{name} is an alias of {v.alias}, which is not a member of "
                                  f"the same generation with the same content")
-        srec = replace(srec, state="switching", candidate=dict(versions))
+        for name in versions:
+            self.links.prepare(name)
+        members = {name: self.records.record(name, with_checked=False) for name in versions}
+        srec = replace(before or SetRecord(name=set_id), state="switching",
+                       candidate=dict(versions))
         self.records.write_set_record(srec)
-        return self.finish_generation(srec, published_at)
+        try:
+            return self.finish_generation(srec, published_at)
+        except BaseException:
+            self._roll_back(set_id, before, members)
+            raise
+
+    def _roll_back(self, set_id: str, before: SetRecord | None,
+                   members: dict[str, Record | None]) -> None:
+        """Put a set whose switch failed half-way back as it was: each member's link and
+        record, then the set's record without the candidate."""
+        for name, rec in sorted(members.items()):
+            if rec is None:
+                self.links.unlink(name)
+                self.records.drop_record(name)
+                continue
+            shown = rec.current if rec.state == "published" or not rec.hidden else None
+            if shown is None:
+                self.links.unlink(name)
+            else:
+                self.links.ensure(name, shown)  # an alias is put back as an alias
+            self.records.write_record(rec)
+        if before is None:
+            self.records.drop_set_record(set_id)
+        else:
+            self.records.write_set_record(before)
 
     def finish_generation(self, srec: SetRecord, published_at: float) -> SetRecord:
         """Link every member of a recorded candidate and make it the current generation."""

@@ -23,7 +23,9 @@ COUNTER_NAMES: Final = (
     "bad_requests",
     "duplicate_requests",
     "held",                # requests held while their name was refreshing
-    "busy",                # requests dropped at tftp_max_transfers
+    "busy",                # requests dropped at tftp_max_transfers (or holds full)
+    "busy_client",         # requests dropped at tftp_max_per_client
+    "evicted",             # unverified transfers ended to make room for a new request
     "bytes_sent",          # payload bytes acknowledged by clients
     "packets_sent",
     "retransmits",

@@ -16,6 +16,14 @@ Rules the machine enforces, each with a packet-level test:
   probe (a normal end), any other ERROR is the client giving up.
 * Every transmission re-arms the timer; after ``retries`` timeouts without progress the
   transfer ends silently (the peer is gone; an ERROR would go nowhere).
+* Until the client's first ACK its address is unverified (a request's source address can be
+  forged, and a forged one never answers). Meanwhile the OACK or DATA 1 is resent at most
+  ``first_retries`` times, every ``first_timeout`` seconds at most (whatever timeout the
+  client asked for): one request makes us send at most ``1 + first_retries`` datagrams, each
+  an OACK (about the request's size) or one block, and holds a transfer for at most
+  ``(1 + first_retries) x first_timeout`` seconds.
+* The window's buffer is allocated once the client has acknowledged the OACK: before that a
+  transfer holds nothing but the OACK (without options, its one block).
 """
 
 from __future__ import annotations
@@ -80,6 +88,9 @@ class Policy:
     window_bytes: int = 1 << 20
     timeout: float = 1.0
     retries: int = 5
+    # Before the client's first ACK: resends, and the longest wait between two (see above).
+    first_retries: int = 1
+    first_timeout: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +168,7 @@ class Outcome(StrEnum):
     CLIENT_GONE = "client-gone"  # ICMP port unreachable
     SUPERSEDED = "superseded"  # the same client port asked for a new transfer
     SHUTDOWN = "shutdown"
+    EVICTED = "evicted"  # every slot was taken: an unverified transfer made room
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,30 +198,37 @@ NOTHING: Final[tuple[Action, ...]] = ()
 _NO_FINAL: Final = 1 << 62
 
 
+def _window_buffer(w: int, b: int) -> tuple[memoryview, list[memoryview], list[memoryview],
+                                             list[tuple[Action, ...]]]:
+    """One buffer for a window of ``w`` blocks of ``b`` bytes, allocated once: block k lives in
+    slot (k - 1) % w from the moment it is read until it is acknowledged, and resends come
+    from there. The slots are contiguous, so consecutive blocks form runs the edge sends in
+    one call. Returns the buffer's view, the slots, their bodies and each slot's Send."""
+    view = memoryview(bytearray(w * (b + 4)))
+    slots = [view[i * (b + 4) : (i + 1) * (b + 4)] for i in range(w)]
+    return view, slots, [slot[4:] for slot in slots], [(Send(slot),) for slot in slots]
+
+
 class ReadTransfer:
     """One read transfer after the request was accepted and its file opened."""
 
-    def __init__(self, negotiated: Negotiated, source: Source, *, retries: int = 5) -> None:
+    def __init__(self, negotiated: Negotiated, source: Source, *, retries: int = 5,
+                 first_retries: int | None = None, first_timeout: float | None = None) -> None:
         self.negotiated = negotiated
         self._source = source
         self._blksize = b = negotiated.blksize
-        self._window = w = negotiated.windowsize
+        self._window = negotiated.windowsize
         self._stride = b + 4
-        self._timeout = negotiated.timeout
-        self._retries = retries
-        # One buffer for the whole window, allocated once: block k lives in slot (k - 1) % w from
-        # the moment it is read until it is acknowledged, and resends come from there. The
-        # slots are contiguous, so consecutive blocks form runs the edge sends in one call.
-        self._buffer = bytearray(w * (b + 4))
-        self._view = view = memoryview(self._buffer)
-        self._slots = [view[i * (b + 4) : (i + 1) * (b + 4)] for i in range(w)]
-        self._bodies = [slot[4:] for slot in self._slots]
-        self._single: list[tuple[Action, ...]] = [(Send(slot),) for slot in self._slots]
+        # Until the first ACK the unverified limits apply; then the client's (these).
+        self._verified_limits: tuple[float, int] | None = (negotiated.timeout, retries)
+        self._timeout = min(negotiated.timeout, first_timeout or negotiated.timeout)
+        self._retries = retries if first_retries is None else min(first_retries, retries)
+        # The window's buffer comes with _allocate(): not before the OACK is acknowledged.
+        self._view, self._slots, self._bodies, self._single = _window_buffer(0, b)
         # Lock-step needs none of the window bookkeeping: these serve its per-block path.
         self._readv = source.readv
         self._pack = HEADER.pack_into
-        self._first_slot = self._slots[0]
-        self._first_body = [self._bodies[0]]
+        self._first_slot, self._first_body = self._view, self._bodies
         self._oack = Send(build_oack(negotiated.oack)) if negotiated.oack else None
         # The OACK is block 0: with one, nothing is acknowledged yet (-1).
         self._acked = -1 if self._oack else 0
@@ -226,6 +245,11 @@ class ReadTransfer:
         self.packets_sent = 0
         self.retransmits = 0
         self.ignored = 0
+
+    def _allocate(self) -> None:
+        self._view, self._slots, self._bodies, self._single = _window_buffer(
+            self._window, self._blksize)
+        self._first_slot, self._first_body = self._slots[0], [self._bodies[0]]
 
     # ------------------------------------------------------------------ state
 
@@ -255,6 +279,7 @@ class ReadTransfer:
             self.packets_sent += 1
             self.deadline = now + self._timeout
             return (self._oack,)
+        self._allocate()
         return self._send_window(now, 1)
 
     def receive(self, data: bytes | bytearray | memoryview, now: float,
@@ -320,6 +345,11 @@ class ReadTransfer:
         acked += delta
         self._acked = acked
         self._tries = 0
+        if self._verified_limits is not None:  # the first ACK: the client is real
+            self._timeout, self._retries = self._verified_limits
+            self._verified_limits = None
+            if not self._slots:
+                self._allocate()  # the OACK is acknowledged: now the window is needed
         if acked >= self._final:
             return self._close(Outcome.COMPLETE)
         if self._window == 1:

@@ -1,27 +1,20 @@
 """The TFTP server: sockets, timers and files around the pure :mod:`.protocol` state machine.
 
-One worker is one thread running one epoll loop over its listening sockets and every transfer
-it serves; each transfer has its own connect()ed UDP socket on an ephemeral port, so the kernel
-drops datagrams from any other peer and send()/recv_into() need no address. A single loop per
-process (rather than a thread per transfer) is what keeps a boot storm fast in Python: a hundred
-threads spend their time handing the GIL around. Several workers are separate processes
-(:mod:`.workers`) whose listening sockets share the address through SO_REUSEPORT; the kernel
-hashes a client's address to one of them, so a retransmitted request meets the transfer it
-duplicates. A window of blocks (RFC 7440) leaves in one sendmsg() with UDP GSO.
+One worker is one thread running one epoll loop (:mod:`.loop`) over its listening sockets and
+every transfer it serves; this module answers the requests. Several workers are separate
+processes (:mod:`.workers`) whose listening sockets share the address through SO_REUSEPORT;
+the kernel hashes a client's address to one of them, so a retransmitted request meets the
+transfer it duplicates. A window of blocks (RFC 7440) leaves in one sendmsg() with UDP GSO.
 
 Every path decision is the backend's (:class:`.backend.Backend`); the descriptor it returns
-pins the version for the whole transfer and blocks are read by offset from it.
+pins the version for the whole transfer and blocks are read by offset from it. Who gets a
+transfer slot when they run short is :mod:`.slots`' rule.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
-import select
 import socket
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -29,9 +22,12 @@ from typing import Any, Final
 from tftproxy.errors import PacketError, Refused
 from tftproxy.tftp.backend import Backend, OpenFile
 from tftproxy.tftp.counters import Counters
+from tftproxy.tftp.loop import TransferLoop
 from tftproxy.tftp.packets import ErrorCode, Request, build_error, parse_request
-from tftproxy.tftp.protocol import Action, Close, Outcome, Policy, Send
+from tftproxy.tftp.protocol import Outcome, Policy
+from tftproxy.tftp.slots import Slots
 from tftproxy.tftp.transfers import (
+    LOG_BUDGET,
     Hold,
     Holds,
     Transfer,
@@ -53,7 +49,6 @@ log = logging.getLogger("tftproxy.tftp")
 # RFC 2347 caps a request at 512 bytes. Up to 4096 are read; a longer one arrives truncated
 # (MSG_TRUNC) and is refused rather than parsed from a piece.
 _REQUEST_BUFSIZE: Final = 4096
-_SCAN_INTERVAL: Final = 0.05
 _MAX_HOLDS: Final = 1024
 _REQUEST_BATCH: Final = 64
 
@@ -65,21 +60,27 @@ class ServerConfig:
     policy: Policy = field(default_factory=Policy)
     refresh_hold: float = 10.0
     max_transfers: int = 1000
+    # Transfers (and holds) one client address may have at once.
+    max_per_client: int = 32
 
     def to_json(self) -> dict[str, Any]:
         p = self.policy
         return {"max_blksize": p.max_blksize, "max_windowsize": p.max_windowsize,
                 "window_bytes": p.window_bytes, "timeout": p.timeout, "retries": p.retries,
-                "refresh_hold": self.refresh_hold, "max_transfers": self.max_transfers}
+                "first_retries": p.first_retries, "first_timeout": p.first_timeout,
+                "refresh_hold": self.refresh_hold, "max_transfers": self.max_transfers,
+                "max_per_client": self.max_per_client}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServerConfig:
         policy = Policy(max_blksize=int(data["max_blksize"]),
                         max_windowsize=int(data["max_windowsize"]),
                         window_bytes=int(data["window_bytes"]), timeout=float(data["timeout"]),
-                        retries=int(data["retries"]))
+                        retries=int(data["retries"]), first_retries=int(data["first_retries"]),
+                        first_timeout=float(data["first_timeout"]))
         return cls(policy=policy, refresh_hold=float(data["refresh_hold"]),
-                   max_transfers=int(data["max_transfers"]))
+                   max_transfers=int(data["max_transfers"]),
+                   max_per_client=int(data["max_per_client"]))
 
 
 def _datagrams(lst: Listener) -> Iterator[tuple[bytes, LocalAddress | None, Address, bool]]:
@@ -99,33 +100,6 @@ def _datagrams(lst: Listener) -> Iterator[tuple[bytes, LocalAddress | None, Addr
         yield data, local, client, bool(flags & socket.MSG_TRUNC)
 
 
-class Wakeup:
-    """How a worker's loop learns to stop: a self-pipe (:meth:`wake`, safe from any thread or
-    a signal handler) and the parent's control pipe, whose EOF means the parent is gone."""
-
-    def __init__(self, epoll: select.epoll, control_fd: int | None) -> None:
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._control = control_fd
-        self.fds = {self._read} if control_fd is None else {self._read, control_fd}
-        for fd in self.fds:
-            epoll.register(fd, select.EPOLLIN)
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._write, b"x")
-
-    def says_stop(self, fd: int) -> bool:
-        try:
-            data = os.read(fd, 64)
-        except OSError:
-            return False
-        return fd == self._control and not data
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
-
-
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """An ERROR to answer a request with, and the counter it goes to."""
@@ -138,8 +112,9 @@ class Refusal:
     def send(self, lst: Listener, local: LocalAddress | None, client: Address,
              name: str) -> None:
         """Answer at once, from a new port as a transfer would, and log it."""
-        log.info("tftp %s %r: %s (error %d)%s", format_peer(client), name, self.message,
-                 self.code, f": {self.detail}" if self.detail else "")
+        if log.isEnabledFor(logging.INFO) and LOG_BUDGET.allow():
+            log.info("tftp %s %r: %s (error %d)%s", format_peer(client), name, self.message,
+                     self.code, f": {self.detail}" if self.detail else "")
         try:
             send_error(lst, local, client, build_error(self.code, self.message))
         except OSError as exc:
@@ -166,33 +141,22 @@ def open_for(backend: Backend, name: str, client: str) -> OpenFile | Refusal:
     except Refused as exc:
         return Refusal(ErrorCode.ACCESS_VIOLATION, "access violation", "denied", str(exc))
     except OSError as exc:
-        if exc.errno in (errno.ENOTDIR, errno.ENAMETOOLONG):
-            # "a/b" where a is a file, or a name no file can have: simply not there.
-            return Refusal(ErrorCode.FILE_NOT_FOUND, "file not found", "not_found")
         return Refusal(ErrorCode.NOT_DEFINED, "cannot open file", "server_errors",
                        exc.strerror or str(exc))
 
 
-class TftpServer:
+class TftpServer(TransferLoop):
     """One worker: serves read requests on its listening sockets until :meth:`stop`."""
 
     def __init__(self, backend: Backend, sockets: Sequence[socket.socket],
                  config: ServerConfig | None = None, counters: Counters | None = None,
                  control_fd: int | None = None) -> None:
+        super().__init__(sockets, counters, control_fd)
         self.backend = backend
         self.config = config or ServerConfig()
-        self.counters = counters or Counters.local()
-        self._listeners = {s.fileno(): Listener(s) for s in sockets}
-        self._transfers: dict[int, Transfer] = {}
         self._by_client: dict[Address, Transfer | Hold] = {}
+        self._slots = Slots(self.config.max_per_client)
         self._holds = Holds(_MAX_HOLDS)
-        self._epoll = select.epoll()
-        for fd in self._listeners:
-            self._epoll.register(fd, select.EPOLLIN)
-        self._wakeup = Wakeup(self._epoll, control_fd)
-        self._stopping = False
-        self._closed = False
-        self._rbuf = bytearray(2048)
 
     @classmethod
     def bind(cls, backend: Backend, addresses: Iterable[str],
@@ -200,115 +164,37 @@ class TftpServer:
         """A single in-process worker on new sockets (``HOST:PORT``, port 0 for any)."""
         return cls(backend, bind_listeners(addresses), config)
 
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        return [(lst.host, lst.sock.getsockname()[1]) for lst in self._listeners.values()]
-
-    def stop(self) -> None:
-        """Ask :meth:`serve_forever` to return; safe from any thread or a signal handler."""
-        self._stopping = True
-        self._wakeup.wake()
-
     def close(self) -> None:
-        """Release everything; transfers still running end as ``shutdown``."""
-        if self._closed:
-            return
-        self._closed = True
-        for t in list(self._transfers.values()):
-            self._finish(t, Outcome.SHUTDOWN, "server stopping")
+        super().close()
         self._holds.clear()
+        self._slots.clear()
         self._by_client.clear()
-        for lst in self._listeners.values():
-            lst.sock.close()
-        self._epoll.close()
-        self._wakeup.close()
 
-    # ----------------------------------------------------------------- loop
+    def _waiting(self) -> bool:
+        return bool(self._holds)
 
-    def serve_forever(self) -> None:
-        transfers = self._transfers
-        listeners = self._listeners
-        rbuf = self._rbuf
-        wakeup = self._wakeup
-        poll = self._epoll.poll
-        monotonic = time.monotonic
-        next_scan = 0.0
-        while not self._stopping:
-            # Idle: sleep until a request arrives, with no periodic wakeups.
-            busy = transfers or self._holds
-            timeout = max(0.0, next_scan - monotonic()) if busy else -1.0
-            try:
-                events = poll(timeout)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; belt and braces
-                continue
-            now = monotonic()
-            for fd, _ in events:
-                t = transfers.get(fd)
-                if t is not None:
-                    try:
-                        n = t.recv_into(rbuf)
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        # ICMP port unreachable, reported on the connected socket.
-                        self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
-                        continue
-                    actions = t.receive(rbuf, now, n)
-                    if len(actions) == 1 and type(a := actions[0]) is Send and not a.segment:
-                        # Lock-step's one block: sent here, without a call to _apply.
-                        try:
-                            t.send(a.packet)
-                        except BlockingIOError:
-                            pass
-                        except OSError as exc:
-                            self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
-                    elif actions:
-                        self._apply(t, actions)
-                elif fd in listeners:
-                    self._on_listener(listeners[fd], now)
-                elif fd in wakeup.fds and wakeup.says_stop(fd):
-                    self._stopping = True
-                # Anything else is a transfer finished earlier in this batch: nothing to read.
-            if now >= next_scan:
-                self._scan(now)
-                next_scan = now + _SCAN_INTERVAL
-
-    def _apply(self, t: Transfer, actions: Sequence[Action]) -> None:
-        for action in actions:
-            if type(action) is Send:
-                try:
-                    if action.segment and len(action.packet) > action.segment:
-                        t.send_run(action)
-                    else:
-                        t.send(action.packet)
-                except BlockingIOError:
-                    pass  # socket buffer full: the block counts as lost, the timer resends it
-                except OSError as exc:
-                    self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
-                    return
-            elif type(action) is Close:
-                self._finish(t, action.outcome, action.detail)
-                return
-
-    def _scan(self, now: float) -> None:
-        for t in list(self._transfers.values()):
-            if now >= t.machine.deadline:
-                actions = t.machine.on_timer(now)
-                if actions:
-                    self._apply(t, actions)
+    def _on_tick(self, now: float) -> None:
         if self._holds:
             self._release_holds(now)
+
+    def _ended(self, t: Transfer) -> None:
+        self._slots.free(t.client, t)
+        if self._by_client.get(t.client) is t:
+            del self._by_client[t.client]
 
     # ------------------------------------------------------------- requests
 
     def _on_listener(self, lst: Listener, now: float) -> None:
         for data, local, client, truncated in _datagrams(lst):
             self.counters.add("requests")
-            if truncated:
-                self._refuse(lst, local, client, None, Refusal(
-                    ErrorCode.ILLEGAL_OPERATION, "request too long", "bad_requests"))
-            else:
-                self._on_request(lst, local, client, data, now)
+            try:
+                if truncated:
+                    self._refuse(lst, local, client, None, Refusal(
+                        ErrorCode.ILLEGAL_OPERATION, "request too long", "bad_requests"))
+                else:
+                    self._on_request(lst, local, client, data, now)
+            except Exception:
+                self._bug(client, "request")
 
     def _on_request(self, lst: Listener, local: LocalAddress | None, client: Address,
                     data: bytes, now: float) -> None:
@@ -343,10 +229,17 @@ class TftpServer:
         if refusal is not None:
             self._refuse(lst, local, client, request, refusal)
             return
-        if len(self._transfers) >= self.config.max_transfers:
-            # Silence, not an error: firmware gives up on an ERROR but retries a silent server.
-            self.counters.add("busy")
+        # Silence, not an error, when there is no room (see .slots): firmware gives up on an
+        # ERROR but retries a silent server.
+        if self._slots.host_full(client):
+            self.counters.add("busy_client")
             return
+        if len(self._transfers) >= self.config.max_transfers:
+            victim = self._slots.evictable(self._transfers)
+            if victim is None:
+                self.counters.add("busy")
+                return
+            self._finish(victim, Outcome.EVICTED, "every slot was taken; a new request got it")
         self._answer(lst, local, client, data, request, now, may_hold=True)
 
     def _answer(self, lst: Listener, local: LocalAddress | None, client: Address,
@@ -357,12 +250,15 @@ class TftpServer:
         opened = open_for(self.backend, name, client[0])
         if isinstance(opened, Refusal):
             if (opened.code == ErrorCode.FILE_NOT_FOUND and may_hold
-                    and self.config.refresh_hold > 0 and not self._holds.full()
-                    and self.backend.is_refreshing(name)):
+                    and self.config.refresh_hold > 0 and self.backend.is_refreshing(name)):
+                if self._holds.full():
+                    self.counters.add("busy")  # silence: the client asks again later
+                    return
                 hold = Hold(lst, local, client, raw, request, now,
                             now + self.config.refresh_hold)
                 self._holds.add(hold)
                 self._by_client[client] = hold
+                self._slots.take(client)
                 self.counters.add("held")
                 log.debug("tftp %s %r: held while its new version downloads",
                           format_peer(client), name)
@@ -378,6 +274,7 @@ class TftpServer:
             self.counters.add("server_errors")
             return
         self._transfers[t.fd] = self._by_client[client] = t
+        self._slots.take(client, t)
         self.counters.add("transfers")
         self.counters.set("active", len(self._transfers))
         self._apply(t, t.machine.start(now))
@@ -391,6 +288,7 @@ class TftpServer:
 
     def _drop_hold(self, hold: Hold) -> None:
         self._holds.drop(hold)
+        self._slots.free(hold.client)
         if self._by_client.get(hold.client) is hold:
             del self._by_client[hold.client]
 
@@ -400,22 +298,8 @@ class TftpServer:
             log.debug("tftp %s %r: released after %.2f s", format_peer(hold.client),
                       hold.request.filename, now - hold.since)
             # Whatever is published now: the new version, the restored old one, or nothing.
-            self._answer(hold.listener, hold.local, hold.client, hold.raw, hold.request, now,
-                         may_hold=False)
-
-    # --------------------------------------------------------------- finish
-
-    def _finish(self, t: Transfer, outcome: Outcome, detail: str = "") -> None:
-        if self._transfers.pop(t.fd, None) is None:
-            return
-        m = t.machine
-        m.abort(outcome, detail)
-        if self._by_client.get(t.client) is t:
-            del self._by_client[t.client]
-        with contextlib.suppress(OSError, ValueError):
-            self._epoll.unregister(t.fd)
-        t.close()
-        final = m.outcome or outcome
-        t.count(self.counters, final)
-        self.counters.set("active", len(self._transfers))
-        t.log_end(final)
+            try:
+                self._answer(hold.listener, hold.local, hold.client, hold.raw, hold.request,
+                             now, may_hold=False)
+            except Exception:
+                self._bug(hold.client, "held request")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tftproxy._addr import format_hostport
+from tftproxy._limits import LogBudget
 from tftproxy.tftp.backend import OpenFile
 from tftproxy.tftp.counters import Counters
 from tftproxy.tftp.packets import Request
@@ -30,12 +31,17 @@ OUTCOME_COUNTER: Final = {
     Outcome.CLIENT_GONE: "client_gone",
     Outcome.SUPERSEDED: "superseded",
     Outcome.SHUTDOWN: "shutdown",
+    Outcome.EVICTED: "evicted",
 }
 _BIG_WINDOW: Final = 128 * 1024
 
 
 def format_peer(addr: Address) -> str:
     return format_hostport(addr[0], addr[1])
+
+
+# One budget per worker process for every line a request or transfer costs.
+LOG_BUDGET = LogBudget(log)
 
 
 class Transfer:
@@ -83,7 +89,7 @@ class Transfer:
     def log_end(self, final: Outcome) -> None:
         m = self.machine
         level = logging.INFO if final in (Outcome.COMPLETE, Outcome.PROBE) else logging.WARNING
-        if log.isEnabledFor(level):
+        if log.isEnabledFor(level) and LOG_BUDGET.allow():
             log.log(level, "tftp %s %r %s %s: %d bytes in %.3f s (%d packets, %d resent), %s%s",
                     format_peer(self.client), self.name, self.mode, m.negotiated.describe(),
                     m.bytes_acknowledged, time.monotonic() - self.started, m.packets_sent,
@@ -107,7 +113,9 @@ def open_transfer(lst: Listener, local: LocalAddress | None, client: Address, ra
         if window_bytes > _BIG_WINDOW:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * window_bytes)
-        machine = ReadTransfer(negotiated, source, retries=policy.retries)
+        machine = ReadTransfer(negotiated, source, retries=policy.retries,
+                               first_retries=policy.first_retries,
+                               first_timeout=policy.first_timeout)
         t = Transfer(sock, machine, served, client, raw, request, now)
         if negotiated.windowsize > 1:
             t.gso_chunk = gso_chunk(negotiated.blksize + 4)
