@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from tftproxy.fetch.options import FetchOptions
 from tftproxy.jobs.options import JobOptions
+from tftproxy.logs import LogConfig, parse_level
 from tftproxy.settings.model import Settings
 from tftproxy.store import BootStore
 from tftproxy.store.aio import AsyncStore
@@ -22,7 +23,9 @@ from tftproxy.tftp.workers import TftpHandle
 
 if TYPE_CHECKING:
     from tftproxy.fetch.http import Fetcher
+    from tftproxy.fetch.results import FetchObserver
     from tftproxy.jobs.bootfiles import BootFiles
+    from tftproxy.metrics import Metrics
 
 
 def fetch_options(settings: Settings) -> FetchOptions:
@@ -52,7 +55,12 @@ def tftp_config(settings: Settings) -> ServerConfig:
                       timeout=settings.tftp_timeout, retries=settings.tftp_retries),
         refresh_hold=settings.refresh_hold,
         max_transfers=settings.tftp_max_transfers,
+        metrics=settings.metrics,
     )
+
+
+def log_config(settings: Settings) -> LogConfig:
+    return LogConfig(settings.log_file, parse_level(settings.log_level))
 
 
 def store(settings: Settings, *, create: bool = True) -> BootStore:
@@ -65,20 +73,25 @@ def served_tree(settings: Settings) -> ServedTree:
     return ServedTree(Layout.at(settings.tftproot), settings.pin_window)
 
 
-def fetcher(settings: Settings) -> Fetcher:
+def fetcher(settings: Settings, observer: FetchObserver | None = None) -> Fetcher:
     # Imported here: `tftproxy tftpd` serves TFTP from its own process and never needs the
     # HTTP client (nor its memory).
     from tftproxy.fetch.http import Fetcher
 
-    return Fetcher(fetch_options(settings))
+    return Fetcher(fetch_options(settings), observer)
 
 
-def boot_files(settings: Settings, tree: BootStore | None = None) -> BootFiles:
-    """The fetch service, over ``tree`` (or the store of the settings' root)."""
+def boot_files(settings: Settings, tree: BootStore | None = None,
+               metrics: Metrics | None = None) -> BootFiles:
+    """The fetch service, over ``tree`` (or the store of the settings' root); ``metrics``
+    observes its fetches."""
     from tftproxy.jobs.bootfiles import BootFiles
 
-    return BootFiles(AsyncStore(tree or store(settings)), fetcher(settings),
-                     job_options(settings))
+    files = BootFiles(AsyncStore(tree or store(settings)), fetcher(settings, metrics),
+                      job_options(settings), metrics)
+    if metrics is not None:
+        files.store.on_collect = metrics.collected
+    return files
 
 
 def start_tftp(settings: Settings, tree: ServedTree) -> TftpHandle:
@@ -87,4 +100,5 @@ def start_tftp(settings: Settings, tree: ServedTree) -> TftpHandle:
     Returns once the addresses are bound (raises OSError if one cannot be); the workers
     answer from then on. ``handle.close()`` stops them.
     """
-    return TftpHandle(tree, settings.tftp_listen, settings.tftp_workers, tftp_config(settings))
+    return TftpHandle(tree, settings.tftp_listen, settings.tftp_workers, tftp_config(settings),
+                      log_config=log_config(settings))

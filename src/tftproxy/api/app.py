@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tftproxy.api import bootfiles, httpboot, openapi, proxy, pxe
+from tftproxy.api import bootfiles, httpboot, monitor, openapi, proxy, pxe
 from tftproxy.api.auth import Authorizer
-from tftproxy.api.context import CONTEXT, ApiContext
+from tftproxy.api.context import CONTEXT, ApiContext, Health, MetricsRenderer
 from tftproxy.api.responses import not_allowed, plain_text_errors
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
@@ -39,6 +39,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/version", proxy.version),
     Route("GET", "/v2/features", proxy.features_v2),
     Route("GET", openapi.PATH, openapi.document),
+    Route("GET", "/health", monitor.health),
+    Route("GET", "/ready", monitor.ready),
+    Route("GET", "/metrics", monitor.metrics),
     Route("POST", "/tftp/fetch_boot_file", bootfiles.fetch_boot_file),
     Route("GET", "/tftp/fetch_boot_file/{job_id}", bootfiles.fetch_job_status),
     Route("POST", "/tftp/prune", bootfiles.prune),
@@ -72,13 +75,20 @@ def _dispatcher(methods: dict[str, Handler]) -> Handler:
     return dispatch
 
 
-def create_app(settings: Settings, files: BootFiles, store: AsyncStore) -> web.Application:
-    """The API application; ``files`` runs the fetch jobs, ``store`` is the tree."""
+def create_app(settings: Settings, files: BootFiles, store: AsyncStore, *,
+               health: Health | None = None,
+               metrics: MetricsRenderer | None = None) -> web.Application:
+    """The API application; ``files`` runs the fetch jobs, ``store`` is the tree; ``health``
+    is what ``/ready`` reports (ready at once without one), ``metrics`` renders ``/metrics``."""
     app = web.Application(client_max_size=MAX_BODY)
-    app[CONTEXT] = ApiContext(settings=settings, files=files, store=store)
+    if health is None:
+        health = Health(recovered=True, listening=True)
+    ctx = ApiContext(settings=settings, files=files, store=store, health=health,
+                     metrics=metrics)
+    app[CONTEXT] = ctx
     # Outermost first: every failure becomes plain text, then the trusted_hosts/TLS guard.
     app.middlewares.append(plain_text_errors)
-    app.middlewares.append(Authorizer(settings).middleware)
+    app.middlewares.append(Authorizer(lambda: ctx.settings).middleware)
     by_path: dict[str, dict[str, Handler]] = {}
     for route in ROUTES:
         by_path.setdefault(route.path, {})[route.method] = route.handler

@@ -20,6 +20,7 @@ from tftproxy.errors import (
     LocalFailure,
     NotFound,
     Refused,
+    ShuttingDown,
     TftproxyError,
     UnknownVariant,
     UnsupportedMediaType,
@@ -39,6 +40,7 @@ STATUS: tuple[tuple[type[TftproxyError], int], ...] = (
     (Refused, 403),
     (NotFound, 404),
     (UpstreamError, 502),
+    (ShuttingDown, 503),
     (LocalFailure, 500),
 )
 

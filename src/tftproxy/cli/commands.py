@@ -20,28 +20,46 @@ from tftproxy.settings.sources import load, load_settings, render
 
 
 def _overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    return {"tftproot": getattr(args, "root", None), **extra}
+    level = "DEBUG" if getattr(args, "verbose", False) else getattr(args, "log_level", None)
+    return {"tftproot": getattr(args, "root", None), "log_level": level, **extra}
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    """The settings of a command: its files, the environment, then its flags."""
     return load_settings(getattr(args, "config", None), _overrides(args, **extra),
                          settings_dir=getattr(args, "settings_dir", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from tftproxy import assemble, logs
     from tftproxy.service import run_server
 
     # An explicit --listen asks for HTTP even where a smart-proxy settings.yml has no http_port.
     http = {"listen": args.listen, "http_enabled": True} if args.listen else {}
-    settings = _settings(args, **http, tftp_listen=args.tftp_listen)
-    return asyncio.run(run_server(settings))
+
+    def load() -> Settings:
+        return settings_from(args, **http, tftp_listen=args.tftp_listen)
+
+    settings = load()
+    logs.configure(assemble.log_config(settings))
+    return asyncio.run(run_server(settings, reload=load))
 
 
 def cmd_tftpd(args: argparse.Namespace) -> int:
-    from tftproxy import assemble
+    from tftproxy import assemble, logs
+    from tftproxy.logs import parse_level
+    from tftproxy.tftp.server import ServerConfig
     from tftproxy.tftp.workers import serve_foreground
 
-    settings = _settings(args, tftp_listen=args.listen, tftp_workers=args.workers)
+    def load() -> Settings:
+        return settings_from(args, tftp_listen=args.listen, tftp_workers=args.workers)
+
+    def reload() -> tuple[ServerConfig, int]:
+        new = load()
+        return assemble.tftp_config(new), parse_level(new.log_level)
+
+    settings = load()
+    logs.configure(assemble.log_config(settings))
     if not settings.tftp_listen:
         print("tftproxy tftpd: no address to serve: give --listen HOST:PORT "
               "(or the tftp_listen setting)", file=sys.stderr)
@@ -51,7 +69,9 @@ def cmd_tftpd(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return serve_foreground(assemble.served_tree(settings), settings.tftp_listen,
-                            settings.tftp_workers, assemble.tftp_config(settings))
+                            settings.tftp_workers, assemble.tftp_config(settings),
+                            drain_timeout=settings.drain_timeout,
+                            log_config=assemble.log_config(settings), reload=reload)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -71,7 +91,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from tftproxy import assemble
 
-    settings = _settings(args)
+    settings = settings_from(args)
     bar = ProgressBar(sys.stderr)
 
     async def go() -> int:
@@ -99,14 +119,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tftproxy import assemble
     from tftproxy.jobs.status import status_report
 
-    settings = _settings(args)
+    settings = settings_from(args)
     report = status_report(assemble.store(settings, create=False))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
         return 0
     files = report["files"]
-    if not files:
+    for u in report["unmanaged"]:
+        print(f"{u['name']}\n  state:        unmanaged (a plain file: `tftproxy adopt` "
+              f"brings it under management)\n  size:         {u['size']} bytes")
+    if not files and not report["unmanaged"]:
         print(f"no boot files published under {settings.tftproot}")
         return 0
     for f in files:
@@ -114,8 +137,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  state:        {f['state']}")
         cur = f.get("current")
         if cur:
-            print(f"  source:       {cur['source']}")
-            if cur["final_url"] != cur["source"]:
+            print(f"  source:       {cur['source'] or 'unknown (adopted)'}")
+            if cur["final_url"] and cur["final_url"] != cur["source"]:
                 print(f"  fetched from: {cur['final_url']}")
             print(f"  size:         {cur['size']} bytes")
             print(f"  sha256:       {cur['sha256']}")
@@ -138,9 +161,19 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from tftproxy import assemble
     from tftproxy.store.gc import collect
 
-    settings = _settings(args)
+    settings = settings_from(args)
     grace = settings.gc_grace if args.grace is None else args.grace
-    report = collect(assemble.store(settings), grace, dry_run=args.dry_run)
+    store = assemble.store(settings)
+    if args.unreferenced:
+        from tftproxy.store.adoption import unreferenced
+
+        names = unreferenced(store.layout, store.records, grace)
+        if not args.dry_run:
+            names = store.adoption.retire(names)
+        for name in names:
+            print(f"{'would remove' if args.dry_run else 'removed'} {name}: no PXE config "
+                  f"names it")
+    report = collect(store, grace, dry_run=args.dry_run)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()

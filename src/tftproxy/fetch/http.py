@@ -24,6 +24,7 @@ from tftproxy.errors import UpstreamError
 from tftproxy.fetch.options import FetchOptions
 from tftproxy.fetch.results import (
     Downloaded,
+    FetchObserver,
     NotModified,
     OnResponse,
     ProgressFn,
@@ -61,8 +62,9 @@ def _content_length(resp: aiohttp.ClientResponse) -> int | None:
 class Fetcher:
     """Downloads with the timeouts, retries, TLS and proxy rules of the settings."""
 
-    def __init__(self, options: FetchOptions) -> None:
+    def __init__(self, options: FetchOptions, observer: FetchObserver | None = None) -> None:
         self.options = options
+        self.observer = observer
         self._session: aiohttp.ClientSession | None = None
         self._session_lock = asyncio.Lock()
 
@@ -177,6 +179,8 @@ class Fetcher:
             headers["If-Modified-Since"] = last_modified
         with self._mapped_errors():
             async with await self._get(url, headers) as resp:
+                if self.observer is not None:
+                    self.observer.response(resp.status)
                 final_url = str(resp.url)
                 validators = Validators(
                     etag=resp.headers.get("ETag"),
@@ -195,11 +199,13 @@ class Fetcher:
                     await on_response(validators)
                 # The staging file is made only now: an up-to-date check creates no file.
                 return await _stream(resp, await sink(), final_url, validators, progress,
-                                     self.options.max_file_size)
+                                     self.options.max_file_size, self.observer)
 
     async def _text_attempt(self, url: str, limit: int) -> str | None:
         with self._mapped_errors():
             async with await self._get(url, {"Accept-Encoding": "identity"}) as resp:
+                if self.observer is not None:
+                    self.observer.response(resp.status)
                 if resp.status in ABSENT:
                     return None
                 if resp.status >= 500:
@@ -227,6 +233,9 @@ class Fetcher:
             allow_redirects=o.max_redirects > 0,
             max_redirects=o.max_redirects + 1,
             proxy=o.http_proxy,
+            # Per request, not per session: a reload (SIGHUP) applies to the next request.
+            timeout=aiohttp.ClientTimeout(total=None, connect=o.connect_timeout,
+                                          sock_read=o.stall_timeout),
         )
 
     @contextlib.contextmanager
@@ -250,6 +259,9 @@ class Fetcher:
         except aiohttp.ServerTimeoutError:
             raise UpstreamError(f"stalled: no data for {o.stall_timeout:g} s",
                              retryable=True) from None
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise UpstreamError(f"cannot connect to the HTTP proxy {o.http_proxy}: "
+                                f"{exc.os_error.strerror or exc}", retryable=True) from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError(f"cannot connect: {exc.os_error.strerror or exc}",
                              retryable=True) from None
@@ -275,6 +287,7 @@ async def _stream(
     validators: Validators,
     progress: ProgressFn | None,
     max_file_size: int,
+    observer: FetchObserver | None = None,
 ) -> Downloaded:
     """The body into ``sink``, hashed on the way; its length checked against the header."""
     expected = validators.content_length
@@ -321,6 +334,8 @@ async def _stream(
                             local=True) from None
     finally:
         writer.close()
+        if observer is not None:
+            observer.downloaded(size)
     if expected is not None and size != expected:
         raise UpstreamError(f"truncated: got {size} of {expected} bytes", retryable=True)
     if progress is not None:

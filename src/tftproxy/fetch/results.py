@@ -45,3 +45,13 @@ class Downloaded:
 ProgressFn = Callable[[int, int | None], None]
 SinkFactory = Callable[[], Awaitable[Sink]]
 OnResponse = Callable[[Validators], Awaitable[None]]
+
+
+class FetchObserver(Protocol):
+    """Told what upstream answered (metrics); every method must be cheap and never raise."""
+
+    def response(self, status: int) -> None:
+        """An HTTP response's status code, each attempt and manifest probe included."""
+
+    def downloaded(self, size: int) -> None:
+        """Bytes of a response body written to a staging file."""

@@ -16,6 +16,7 @@ from tftproxy.errors import UpstreamError
 from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
 from tftproxy.jobs.locking import LockCache, LockSet
+from tftproxy.jobs.observer import JobObserver
 from tftproxy.jobs.options import JobOptions, RefreshMode
 from tftproxy.jobs.registry import Job, JobRegistry
 from tftproxy.jobs.results import FetchResult
@@ -28,8 +29,12 @@ class SetTransaction:
     """One job's transaction over its boot set (it also implements the check's hooks)."""
 
     def __init__(self, job: Job, *, store: AsyncStore, checker: Checker, registry: JobRegistry,
-                 locks: LockCache, options: JobOptions, manifests: TextSource) -> None:
+                 locks: LockCache, options: JobOptions, manifests: TextSource,
+                 observer: JobObserver | None = None) -> None:
         self.job = job
+        self._observer = observer
+        # Whether the name had a published version when the transaction began.
+        self.had_version = False
         self._store = store
         self._checker = checker
         self._registry = registry
@@ -79,6 +84,7 @@ class SetTransaction:
         # The locks were free, so a half-done state is a dead process's: repaired first.
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
+        self.had_version = cur is not None
         try:
             first = await self._checker.check(job.name, job.url, cur, job.progress, self)
             if isinstance(first, Failed):
@@ -165,6 +171,8 @@ class SetTransaction:
                                     self._options.verify, c.name)).how
             except UpstreamError as exc:
                 out.append(Failed(c.name, c.url, exc.reason.removeprefix(f"{c.name}: ")))
+                if self._observer is not None:
+                    self._observer.verification_failed(exc.reason)
                 continue
             out.append(replace(c, version=replace(c.version, verified=how)))
         return out

@@ -46,6 +46,8 @@ class AsyncStore:
         self.store = store
         self.root = store.root
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tftproxy-store")
+        # Told of every clean-up that deleted (metrics).
+        self.on_collect: Callable[[GcReport], None] | None = None
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -148,7 +150,10 @@ class AsyncStore:
         return await self._run(self.store.serving.is_refreshing, requested)
 
     async def collect(self, grace: float, *, dry_run: bool = False) -> GcReport:
-        return await self._run(collect, self.store, grace, dry_run=dry_run)
+        report = await self._run(collect, self.store, grace, dry_run=dry_run)
+        if not dry_run and self.on_collect is not None:
+            self.on_collect(report)
+        return report
 
     async def call(self, fn: Callable[[BootStore], T]) -> T:
         """Run ``fn(store)`` on the store's threads (reports that read many records)."""

@@ -11,6 +11,11 @@ duplicates. A window of blocks (RFC 7440) leaves in one sendmsg() with UDP GSO.
 
 Every path decision is the backend's (:class:`.backend.Backend`); the descriptor it returns
 pins the version for the whole transfer and blocks are read by offset from it.
+
+A worker's parent talks to it over its control pipe, one JSON object a line: ``drain`` (stop
+reading requests, finish what runs, then return), ``config`` (new limits for new
+transfers), ``log_level``, ``reopen_logs``; EOF means stop now. Stopping ends the transfers
+still running with an ERROR to their clients, each logged.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import select
 import socket
 import time
@@ -27,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tftproxy.errors import PacketError, Refused
+from tftproxy.logs import LogConfig, configure, fields, reopen
 from tftproxy.tftp.backend import Backend, OpenFile
+from tftproxy.tftp.control import Wakeup
 from tftproxy.tftp.counters import Counters
 from tftproxy.tftp.packets import ErrorCode, Request, build_error, parse_request
 from tftproxy.tftp.protocol import Action, Close, Outcome, Policy, Send
@@ -65,12 +71,15 @@ class ServerConfig:
     policy: Policy = field(default_factory=Policy)
     refresh_hold: float = 10.0
     max_transfers: int = 1000
+    # The transfer latency histogram (the counters are always kept).
+    metrics: bool = True
 
     def to_json(self) -> dict[str, Any]:
         p = self.policy
         return {"max_blksize": p.max_blksize, "max_windowsize": p.max_windowsize,
                 "window_bytes": p.window_bytes, "timeout": p.timeout, "retries": p.retries,
-                "refresh_hold": self.refresh_hold, "max_transfers": self.max_transfers}
+                "refresh_hold": self.refresh_hold, "max_transfers": self.max_transfers,
+                "metrics": self.metrics}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServerConfig:
@@ -79,7 +88,8 @@ class ServerConfig:
                         window_bytes=int(data["window_bytes"]), timeout=float(data["timeout"]),
                         retries=int(data["retries"]))
         return cls(policy=policy, refresh_hold=float(data["refresh_hold"]),
-                   max_transfers=int(data["max_transfers"]))
+                   max_transfers=int(data["max_transfers"]),
+                   metrics=bool(data.get("metrics", True)))
 
 
 def _datagrams(lst: Listener) -> Iterator[tuple[bytes, LocalAddress | None, Address, bool]]:
@@ -99,33 +109,6 @@ def _datagrams(lst: Listener) -> Iterator[tuple[bytes, LocalAddress | None, Addr
         yield data, local, client, bool(flags & socket.MSG_TRUNC)
 
 
-class Wakeup:
-    """How a worker's loop learns to stop: a self-pipe (:meth:`wake`, safe from any thread or
-    a signal handler) and the parent's control pipe, whose EOF means the parent is gone."""
-
-    def __init__(self, epoll: select.epoll, control_fd: int | None) -> None:
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._control = control_fd
-        self.fds = {self._read} if control_fd is None else {self._read, control_fd}
-        for fd in self.fds:
-            epoll.register(fd, select.EPOLLIN)
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._write, b"x")
-
-    def says_stop(self, fd: int) -> bool:
-        try:
-            data = os.read(fd, 64)
-        except OSError:
-            return False
-        return fd == self._control and not data
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
-
-
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """An ERROR to answer a request with, and the counter it goes to."""
@@ -139,7 +122,8 @@ class Refusal:
              name: str) -> None:
         """Answer at once, from a new port as a transfer would, and log it."""
         log.info("tftp %s %r: %s (error %d)%s", format_peer(client), name, self.message,
-                 self.code, f": {self.detail}" if self.detail else "")
+                 self.code, f": {self.detail}" if self.detail else "",
+                 extra=fields(file=name, client=format_peer(client), error=self.code))
         try:
             send_error(lst, local, client, build_error(self.code, self.message))
         except OSError as exc:
@@ -173,8 +157,8 @@ def open_for(backend: Backend, name: str, client: str) -> OpenFile | Refusal:
                        exc.strerror or str(exc))
 
 
-class TftpServer:
-    """One worker: serves read requests on its listening sockets until :meth:`stop`."""
+class _Answering:
+    """A worker's state and how it answers requests; :class:`TftpServer` runs it."""
 
     def __init__(self, backend: Backend, sockets: Sequence[socket.socket],
                  config: ServerConfig | None = None, counters: Counters | None = None,
@@ -191,87 +175,10 @@ class TftpServer:
             self._epoll.register(fd, select.EPOLLIN)
         self._wakeup = Wakeup(self._epoll, control_fd)
         self._stopping = False
+        self._drain_asked = False
+        self._draining = False
         self._closed = False
         self._rbuf = bytearray(2048)
-
-    @classmethod
-    def bind(cls, backend: Backend, addresses: Iterable[str],
-             config: ServerConfig | None = None) -> TftpServer:
-        """A single in-process worker on new sockets (``HOST:PORT``, port 0 for any)."""
-        return cls(backend, bind_listeners(addresses), config)
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        return [(lst.host, lst.sock.getsockname()[1]) for lst in self._listeners.values()]
-
-    def stop(self) -> None:
-        """Ask :meth:`serve_forever` to return; safe from any thread or a signal handler."""
-        self._stopping = True
-        self._wakeup.wake()
-
-    def close(self) -> None:
-        """Release everything; transfers still running end as ``shutdown``."""
-        if self._closed:
-            return
-        self._closed = True
-        for t in list(self._transfers.values()):
-            self._finish(t, Outcome.SHUTDOWN, "server stopping")
-        self._holds.clear()
-        self._by_client.clear()
-        for lst in self._listeners.values():
-            lst.sock.close()
-        self._epoll.close()
-        self._wakeup.close()
-
-    # ----------------------------------------------------------------- loop
-
-    def serve_forever(self) -> None:
-        transfers = self._transfers
-        listeners = self._listeners
-        rbuf = self._rbuf
-        wakeup = self._wakeup
-        poll = self._epoll.poll
-        monotonic = time.monotonic
-        next_scan = 0.0
-        while not self._stopping:
-            # Idle: sleep until a request arrives, with no periodic wakeups.
-            busy = transfers or self._holds
-            timeout = max(0.0, next_scan - monotonic()) if busy else -1.0
-            try:
-                events = poll(timeout)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; belt and braces
-                continue
-            now = monotonic()
-            for fd, _ in events:
-                t = transfers.get(fd)
-                if t is not None:
-                    try:
-                        n = t.recv_into(rbuf)
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        # ICMP port unreachable, reported on the connected socket.
-                        self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
-                        continue
-                    actions = t.receive(rbuf, now, n)
-                    if len(actions) == 1 and type(a := actions[0]) is Send and not a.segment:
-                        # Lock-step's one block: sent here, without a call to _apply.
-                        try:
-                            t.send(a.packet)
-                        except BlockingIOError:
-                            pass
-                        except OSError as exc:
-                            self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
-                    elif actions:
-                        self._apply(t, actions)
-                elif fd in listeners:
-                    self._on_listener(listeners[fd], now)
-                elif fd in wakeup.fds and wakeup.says_stop(fd):
-                    self._stopping = True
-                # Anything else is a transfer finished earlier in this batch: nothing to read.
-            if now >= next_scan:
-                self._scan(now)
-                next_scan = now + _SCAN_INTERVAL
 
     def _apply(self, t: Transfer, actions: Sequence[Action]) -> None:
         for action in actions:
@@ -289,17 +196,6 @@ class TftpServer:
             elif type(action) is Close:
                 self._finish(t, action.outcome, action.detail)
                 return
-
-    def _scan(self, now: float) -> None:
-        for t in list(self._transfers.values()):
-            if now >= t.machine.deadline:
-                actions = t.machine.on_timer(now)
-                if actions:
-                    self._apply(t, actions)
-        if self._holds:
-            self._release_holds(now)
-
-    # ------------------------------------------------------------- requests
 
     def _on_listener(self, lst: Listener, now: float) -> None:
         for data, local, client, truncated in _datagrams(lst):
@@ -364,6 +260,7 @@ class TftpServer:
                 self._holds.add(hold)
                 self._by_client[client] = hold
                 self.counters.add("held")
+                self.counters.set("holding", len(self._holds))
                 log.debug("tftp %s %r: held while its new version downloads",
                           format_peer(client), name)
                 return
@@ -387,12 +284,11 @@ class TftpServer:
         self.counters.add(refusal.counter)
         refusal.send(lst, local, client, request.filename if request is not None else "?")
 
-    # ----------------------------------------------------------------- holds
-
     def _drop_hold(self, hold: Hold) -> None:
         self._holds.drop(hold)
         if self._by_client.get(hold.client) is hold:
             del self._by_client[hold.client]
+        self.counters.set("holding", len(self._holds))
 
     def _release_holds(self, now: float) -> None:
         for hold in self._holds.due(now, self.backend.is_refreshing):
@@ -402,8 +298,6 @@ class TftpServer:
             # Whatever is published now: the new version, the restored old one, or nothing.
             self._answer(hold.listener, hold.local, hold.client, hold.raw, hold.request, now,
                          may_hold=False)
-
-    # --------------------------------------------------------------- finish
 
     def _finish(self, t: Transfer, outcome: Outcome, detail: str = "") -> None:
         if self._transfers.pop(t.fd, None) is None:
@@ -416,6 +310,146 @@ class TftpServer:
             self._epoll.unregister(t.fd)
         t.close()
         final = m.outcome or outcome
-        t.count(self.counters, final)
+        t.count(self.counters, final, self.config.metrics)
         self.counters.set("active", len(self._transfers))
         t.log_end(final)
+
+
+class TftpServer(_Answering):
+    """One worker: serves read requests on its listening sockets until :meth:`stop`."""
+
+    @classmethod
+    def bind(cls, backend: Backend, addresses: Iterable[str],
+             config: ServerConfig | None = None) -> TftpServer:
+        """A single in-process worker on new sockets (``HOST:PORT``, port 0 for any)."""
+        return cls(backend, bind_listeners(addresses), config)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(lst.host, lst.sock.getsockname()[1]) for lst in self._listeners.values()]
+
+    def stop(self) -> None:
+        """Ask :meth:`serve_forever` to return; safe from any thread or a signal handler."""
+        self._stopping = True
+        self._wakeup.wake()
+
+    def drain(self) -> None:
+        """Stop reading requests; :meth:`serve_forever` returns once the transfers and held
+        requests in progress are done. Safe from any thread or a signal handler."""
+        self._drain_asked = True
+        self._wakeup.wake()
+
+    @property
+    def in_progress(self) -> int:
+        return len(self._transfers) + len(self._holds)
+
+    def _start_drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        for fd in self._listeners:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+        log.info("TFTP worker draining: no new requests; %d transfer(s) and %d held "
+                 "request(s) in progress", len(self._transfers), len(self._holds))
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "drain":
+            self._start_drain()
+        elif op == "config":
+            self.config = ServerConfig.from_json(message["config"])
+        elif op == "log":
+            configure(LogConfig.from_json(message["config"]), worker=True)
+        elif op == "reopen_logs":
+            reopen()
+        else:
+            log.warning("unknown control message %r", op)
+
+    def close(self) -> None:
+        """Release everything; transfers still running end as ``shutdown``, and their
+        clients get an ERROR rather than silence."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._transfers:
+            log.warning("TFTP worker stopping: ending %d transfer(s) in progress",
+                        len(self._transfers))
+        goodbye = build_error(ErrorCode.NOT_DEFINED, "server shutting down")
+        for t in list(self._transfers.values()):
+            with contextlib.suppress(OSError):
+                t.send(goodbye)
+            self._finish(t, Outcome.SHUTDOWN, "server stopping")
+        self._holds.clear()
+        self._by_client.clear()
+        for lst in self._listeners.values():
+            lst.sock.close()
+        self._epoll.close()
+        self._wakeup.close()
+
+    def serve_forever(self) -> None:
+        transfers = self._transfers
+        listeners = self._listeners
+        rbuf = self._rbuf
+        wakeup = self._wakeup
+        poll = self._epoll.poll
+        monotonic = time.monotonic
+        next_scan = 0.0
+        while not self._stopping:
+            if self._drain_asked:
+                self._start_drain()
+            if self._draining and not transfers and not self._holds:
+                log.info("TFTP worker drained: every transfer finished")
+                return
+            # Idle: sleep until a request arrives, with no periodic wakeups.
+            busy = transfers or self._holds
+            timeout = max(0.0, next_scan - monotonic()) if busy else -1.0
+            try:
+                events = poll(timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; belt and braces
+                continue
+            now = monotonic()
+            for fd, _ in events:
+                t = transfers.get(fd)
+                if t is not None:
+                    try:
+                        n = t.recv_into(rbuf)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        # ICMP port unreachable, reported on the connected socket.
+                        self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
+                        continue
+                    actions = t.receive(rbuf, now, n)
+                    if len(actions) == 1 and type(a := actions[0]) is Send and not a.segment:
+                        # Lock-step's one block: sent here, without a call to _apply.
+                        try:
+                            t.send(a.packet)
+                        except BlockingIOError:
+                            pass
+                        except OSError as exc:
+                            self._finish(t, Outcome.CLIENT_GONE, exc.strerror or str(exc))
+                    elif actions:
+                        self._apply(t, actions)
+                elif fd in listeners:
+                    self._on_listener(listeners[fd], now)
+                elif fd in wakeup.fds:
+                    messages = wakeup.read(fd)
+                    if messages is None:
+                        self._stopping = True
+                    else:
+                        for message in messages:
+                            self._on_control(message)
+                # Anything else is a transfer finished earlier in this batch: nothing to read.
+            if now >= next_scan:
+                self._scan(now)
+                next_scan = now + _SCAN_INTERVAL
+
+    def _scan(self, now: float) -> None:
+        for t in list(self._transfers.values()):
+            if now >= t.machine.deadline:
+                actions = t.machine.on_timer(now)
+                if actions:
+                    self._apply(t, actions)
+        if self._holds:
+            self._release_holds(now)
