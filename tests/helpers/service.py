@@ -68,11 +68,14 @@ class Serve:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self.notify.settimeout(left)
+            if hasattr(self, "proc") and self.proc.poll() is not None:
+                left = min(left, 0.2)  # a dead process says nothing more
+                deadline = min(deadline, time.monotonic() + 0.2)
+            self.notify.settimeout(min(left, 1.0))
             try:
                 self.notes += self.notify.recv(4096).decode().splitlines()
             except TimeoutError:
-                return False
+                continue
         return True
 
     def log_text(self) -> str:
@@ -89,7 +92,7 @@ class Serve:
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
         try:
             with _DIRECT.open(self.url + path, timeout=timeout) as resp:
-                return resp.status, resp.read().decode()
+                return resp.status, resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
@@ -98,7 +101,7 @@ class Serve:
         req = urllib.request.Request(self.url + path, data=body.encode(), method="POST")
         try:
             with _DIRECT.open(req, timeout=timeout) as resp:
-                return resp.status, resp.read().decode()
+                return resp.status, resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
