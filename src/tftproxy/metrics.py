@@ -138,7 +138,8 @@ class Metrics:
         self.fetches_running = Gauge(f"{PREFIX}_fetches_running", "Fetch jobs running",
                                      registry=r)
         self.upstream = Counter(f"{PREFIX}_upstream_responses",
-                                "Upstream HTTP responses, by status code", ["code"], registry=r)
+                                "Upstream HTTP responses, by status code and request kind "
+                                "(download, manifest)", ["code", "kind"], registry=r)
         self.body_bytes = Counter(f"{PREFIX}_fetch_downloaded_bytes",
                                   "Body bytes downloaded from upstream", registry=r)
         self.verify_failures = Counter(f"{PREFIX}_verification_failures",
@@ -161,8 +162,8 @@ class Metrics:
 
     # ------------------------------------------------------ fetch observer
 
-    def response(self, status: int) -> None:
-        self.upstream.labels(str(status)).inc()
+    def response(self, status: int, kind: str) -> None:
+        self.upstream.labels(str(status), kind).inc()
 
     def downloaded(self, size: int) -> None:
         self.body_bytes.inc(size)

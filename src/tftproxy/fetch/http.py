@@ -180,7 +180,7 @@ class Fetcher:
         with self._mapped_errors():
             async with await self._get(url, headers) as resp:
                 if self.observer is not None:
-                    self.observer.response(resp.status)
+                    self.observer.response(resp.status, "download")
                 final_url = str(resp.url)
                 validators = Validators(
                     etag=resp.headers.get("ETag"),
@@ -205,7 +205,7 @@ class Fetcher:
         with self._mapped_errors():
             async with await self._get(url, {"Accept-Encoding": "identity"}) as resp:
                 if self.observer is not None:
-                    self.observer.response(resp.status)
+                    self.observer.response(resp.status, "manifest")
                 if resp.status in ABSENT:
                     return None
                 if resp.status >= 500:

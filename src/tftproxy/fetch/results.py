@@ -50,8 +50,9 @@ OnResponse = Callable[[Validators], Awaitable[None]]
 class FetchObserver(Protocol):
     """Told what upstream answered (metrics); every method must be cheap and never raise."""
 
-    def response(self, status: int) -> None:
-        """An HTTP response's status code, each attempt and manifest probe included."""
+    def response(self, status: int, kind: str) -> None:
+        """An HTTP response's status code, each attempt counted; ``kind`` is ``download``
+        (a boot file) or ``manifest`` (a checksum manifest probe)."""
 
     def downloaded(self, size: int) -> None:
         """Bytes of a response body written to a staging file."""
