@@ -75,7 +75,7 @@ def test_access_log_counts_the_bytes_sent(tmp_path: Path, store: BootStore) -> N
     log = tmp_path / "tftproxy.log"
     served = Serve(tmp_path / "svc", store.root, {"log_file": str(log)}, tftp=False)
     try:
-        status, body = served.get("/httpboot/boot/kernel")
+        status, _ = served.get("/httpboot/boot/kernel")
         assert status == 200
         _, features = served.get("/features")
         served.get("/httpboot/missing")
@@ -95,7 +95,9 @@ def _journal_script(work: Path, command: str, syslog: bool) -> str:
         dev = textwrap.dedent(f"""
             mkdir -p {work}/realdev && mount --bind /dev {work}/realdev
             mount -t tmpfs tmpfs /dev
-            for n in null zero urandom random; do touch /dev/$n; mount --bind {work}/realdev/$n /dev/$n; done
+            for n in null zero urandom random; do
+              touch /dev/$n; mount --bind {work}/realdev/$n /dev/$n
+            done
             ln -s /run/systemd/journal/dev-log /dev/log
         """)
     return textwrap.dedent(f"""
@@ -107,7 +109,8 @@ def _journal_script(work: Path, command: str, syslog: bool) -> str:
         {dev}
         {command}
         sleep 0.5
-        journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=tftproxy > {work}/journal.json
+        journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=tftproxy \\
+          > {work}/journal.json
         kill %1
     """)
 
@@ -126,9 +129,12 @@ def _in_journal_namespace(tmp_path: Path, store: BootStore, log_file: str,
     curl = shutil.which("curl")
     command = textwrap.dedent(f"""
         {sys.executable} -m tftproxy serve --config {config} 2> {tmp_path}/stderr &
-        for i in $(seq 200); do {curl} -s -o /dev/null http://127.0.0.1:{api}/features && break; sleep 0.05; done
+        for i in $(seq 200); do
+          {curl} -s -o /dev/null http://127.0.0.1:{api}/features && break; sleep 0.05
+        done
         {curl} -s -o {tmp_path}/got tftp://127.0.0.1:{tftp}/boot/kernel
-        {curl} -s -o /dev/null -d prefix=boot/x -d path=http://127.0.0.1:1/vmlinuz http://127.0.0.1:{api}/tftp/fetch_boot_file || true
+        {curl} -s -o /dev/null -d prefix=boot/x -d path=http://127.0.0.1:1/vmlinuz \\
+          http://127.0.0.1:{api}/tftp/fetch_boot_file || true
         kill -TERM %2; wait %2
     """)
     script = tmp_path / "journal.sh"

@@ -42,11 +42,12 @@ scrape_configs:
   - job_name: tftproxy
     static_configs: [{{targets: ['{target}']}}]
 """)
-        self.proc = subprocess.Popen(
-            [_tool("prometheus"), f"--config.file={config}",
-             f"--storage.tsdb.path={base / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=open(base / "log", "wb"))
+        with open(base / "log", "wb") as err:
+            self.proc = subprocess.Popen(
+                [_tool("prometheus"), f"--config.file={config}",
+                 f"--storage.tsdb.path={base / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=subprocess.DEVNULL, stderr=err)
 
     def query(self, expr: str) -> list[dict]:
         url = (f"http://127.0.0.1:{self.port}/api/v1/query?"

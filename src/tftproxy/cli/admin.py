@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import sys
 from importlib import resources
@@ -70,6 +72,23 @@ def render_unit(*, user: str, root: Path, settings_dir: Path | None, config: Pat
     return "\n".join(lines) + "\n"
 
 
+def unreachable(path: str, user: str) -> str | None:
+    """The first directory on the way to ``path`` that ``user`` cannot search, if any."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    gids = set(os.getgrouplist(user, pw.pw_gid))
+    real = Path(os.path.realpath(path))
+    for d in [*reversed(real.parents), real]:
+        st = d.stat()
+        bit = (stat.S_IXUSR if st.st_uid == pw.pw_uid else
+               stat.S_IXGRP if st.st_gid in gids else stat.S_IXOTH)
+        if not st.st_mode & bit:
+            return str(d)
+    return None
+
+
 def cmd_install_unit(args: argparse.Namespace) -> int:
     settings_dir = args.settings_dir
     if settings_dir is None and (SETTINGS_DIR / "settings.yml").is_file():
@@ -92,6 +111,12 @@ def cmd_install_unit(args: argparse.Namespace) -> int:
     if Path("/run/systemd/system").is_dir():
         with contextlib.suppress(OSError):
             subprocess.run(["systemctl", "daemon-reload"], check=False)
+    for path in {sys.executable, _executable()[0]}:
+        blocked = unreachable(path, args.user)
+        if blocked is not None:
+            print(f"warning: user {args.user} cannot reach {blocked}, so cannot run {path}: "
+                  f"install tftproxy where it can (e.g. `PIPX_HOME=/opt/pipx "
+                  f"PIPX_BIN_DIR=/usr/local/bin pipx install tftproxy`)", file=sys.stderr)
     print(f"next: sudo tftproxy setup --root {settings.tftproot} --user {args.user}; "
           f"sudo systemctl enable --now tftproxy")
     return 0
