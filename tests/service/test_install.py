@@ -201,12 +201,13 @@ def test_the_units_command_serves_port_69_as_the_user_with_one_capability(
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         # The unit's user, group, capability sets and no_new_privs, by setpriv.
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "setpriv", f"--reuid={service_user}",
-             f"--regid={group}", "--init-groups", "--inh-caps=-all,+net_bind_service",
-             "--ambient-caps=-all,+net_bind_service", "--bounding-set=-all,+net_bind_service",
-             "--no-new-privs", "--", *shlex.split(exec_start)],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "wb"))
+        with open(tmp_path / "log", "wb") as err:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, "setpriv", f"--reuid={service_user}",
+                 f"--regid={group}", "--init-groups", "--inh-caps=-all,+net_bind_service",
+                 "--ambient-caps=-all,+net_bind_service",
+                 "--bounding-set=-all,+net_bind_service", "--no-new-privs", "--",
+                 *shlex.split(exec_start)], stdout=subprocess.DEVNULL, stderr=err)
         try:
             out = tmp_path / "got"
             for _ in range(100):
