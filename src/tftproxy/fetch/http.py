@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -261,9 +262,9 @@ class Fetcher:
                              retryable=True) from None
         except aiohttp.ClientProxyConnectionError as exc:
             raise UpstreamError(f"cannot connect to the HTTP proxy {o.http_proxy}: "
-                                f"{exc.os_error.strerror or exc}", retryable=True) from None
+                                f"{_os_reason(exc.os_error)}", retryable=True) from None
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(f"cannot connect: {exc.os_error.strerror or exc}",
+            raise UpstreamError(f"cannot connect: {_os_reason(exc.os_error)}",
                              retryable=True) from None
         except (aiohttp.ClientConnectionError, ConnectionError) as exc:
             raise UpstreamError(f"connection lost: {_cause(exc)}", retryable=True) from None
@@ -355,6 +356,13 @@ def _broken_off(exc: BaseException, size: int, expected: int | None) -> Upstream
         return UpstreamError(f"connection reset by the server after {of} bytes", retryable=True)
     return UpstreamError(f"truncated: the server closed the connection after {of} bytes",
                       retryable=True)
+
+
+def _os_reason(err: OSError) -> str:
+    # asyncio words a refused connect "Connect call failed (addr)"; the errno says it plainly.
+    if err.errno:
+        return os.strerror(err.errno)
+    return err.strerror or str(err)
 
 
 def _loop_deadline(monotonic_deadline: float) -> float:
