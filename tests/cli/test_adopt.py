@@ -13,14 +13,14 @@ from tests.cli.test_cli import tftproxy
 from tests.helpers.nginx import Nginx
 from tests.jobs.test_fetch_verified import TREE, publish_tree
 
-K, I = b"kernel 9.4 " * 2000, b"initrd 9.4 " * 5000
+KERNEL, INITRD = b"kernel 9.4 " * 2000, b"initrd 9.4 " * 5000
 
 
 def smart_proxy_tree(root: Path) -> None:
     """What smart-proxy leaves: `curl --output` straight into boot/, and a host's config."""
     (root / "boot").mkdir()
-    (root / "boot" / "rocky-AbC-vmlinuz").write_bytes(K)
-    (root / "boot" / "rocky-AbC-initrd.img").write_bytes(I)
+    (root / "boot" / "rocky-AbC-vmlinuz").write_bytes(KERNEL)
+    (root / "boot" / "rocky-AbC-initrd.img").write_bytes(INITRD)
     old = root / "boot" / "centos7-XyZ-vmlinuz"
     old.write_bytes(b"an old kernel" * 100)
     os.utime(old, (time.time() - 90 * 86400,) * 2)
@@ -48,7 +48,7 @@ def test_plain_files_are_listed_then_adopted_as_one_boot_set(root: Path) -> None
                     "boot/rocky-AbC-initrd.img")
     assert done.returncode == 0, done.stderr
     assert "adopted: boot/rocky-AbC-vmlinuz: set boot/rocky-AbC" in done.stdout
-    for name, data in (("boot/rocky-AbC-vmlinuz", K), ("boot/rocky-AbC-initrd.img", I)):
+    for name, data in (("boot/rocky-AbC-vmlinuz", KERNEL), ("boot/rocky-AbC-initrd.img", INITRD)):
         path = root / name
         assert path.is_symlink() and path.read_bytes() == data
         assert os.readlink(path).startswith("../.tftproxy/objects/")
@@ -57,15 +57,15 @@ def test_plain_files_are_listed_then_adopted_as_one_boot_set(root: Path) -> None
     [rocky] = after["sets"]
     assert rocky["set"] == "boot/rocky-AbC"
     assert rocky["generations"][0]["members"] == {
-        "boot/rocky-AbC-initrd.img": hashlib.sha256(I).hexdigest(),
-        "boot/rocky-AbC-vmlinuz": hashlib.sha256(K).hexdigest()}
+        "boot/rocky-AbC-initrd.img": hashlib.sha256(INITRD).hexdigest(),
+        "boot/rocky-AbC-vmlinuz": hashlib.sha256(KERNEL).hexdigest()}
 
 
 def test_known_sources_verify_or_refetch(root: Path, nginx: Nginx) -> None:
     smart_proxy_tree(root)
-    publish_tree(nginx, K, I, {"vmlinuz": K, "initrd.img": I})
+    publish_tree(nginx, KERNEL, INITRD, {"vmlinuz": KERNEL, "initrd.img": INITRD})
     # The initrd smart-proxy left is truncated: curl was interrupted.
-    (root / "boot" / "rocky-AbC-initrd.img").write_bytes(I[: len(I) // 2])
+    (root / "boot" / "rocky-AbC-initrd.img").write_bytes(INITRD[: len(INITRD) // 2])
     url = nginx.url(f"{TREE}/images/pxeboot/")
     nginx.put("plain/vmlinuz", b"an old kernel" * 100)  # a source without any manifest
     done = tftproxy("adopt", "--root", str(root),
@@ -80,7 +80,7 @@ def test_known_sources_verify_or_refetch(root: Path, nginx: Nginx) -> None:
                for ln in lines), lines
     assert any(ln.startswith("unchanged: boot/centos7-XyZ-vmlinuz: no checksum manifest")
                for ln in lines), lines
-    assert (root / "boot" / "rocky-AbC-initrd.img").read_bytes() == I
+    assert (root / "boot" / "rocky-AbC-initrd.img").read_bytes() == INITRD
     files = {f["name"]: f for f in status(root)["files"]}
     assert files["boot/rocky-AbC-vmlinuz"]["current"]["verified"].startswith("sha256 matches")
     assert files["boot/rocky-AbC-initrd.img"]["current"]["source"] == url + "initrd.img"
@@ -102,5 +102,5 @@ def test_gc_removes_unreferenced_boot_files_only_when_asked(root: Path) -> None:
     assert "removed boot/centos7-XyZ-vmlinuz" in done.stdout
     assert not (root / "boot" / "centos7-XyZ-vmlinuz").exists()
     # What a host's config boots stays.
-    assert (root / "boot" / "rocky-AbC-vmlinuz").read_bytes() == K
-    assert (root / "boot" / "rocky-AbC-initrd.img").read_bytes() == I
+    assert (root / "boot" / "rocky-AbC-vmlinuz").read_bytes() == KERNEL
+    assert (root / "boot" / "rocky-AbC-initrd.img").read_bytes() == INITRD

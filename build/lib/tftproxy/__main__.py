@@ -1,0 +1,5 @@
+import sys
+
+from tftproxy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""HTTP boot: ``GET``/``HEAD /httpboot/<path>`` serves the TFTP tree to UEFI HTTP boot and iPXE.
+
+The same path rules as TFTP (the store's serving face decides: leading ``/`` stripped, ``\\``
+read as ``/``, nothing outside the root or in tftproxy's private state, no directories). The
+file is opened once, through the store, and aiohttp's FileResponse then serves that very open
+file through
+``/proc/self/fd`` (the descriptor stays open until the response is sent): Content-Length,
+Last-Modified, ETag, conditional requests, Range and sendfile all come from aiohttp, and a
+publish during the response cannot change its bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import mimetypes
+import os
+import time
+import weakref
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from tftproxy.api.context import context
+from tftproxy.api.responses import text_response
+from tftproxy.errors import Refused
+from tftproxy.store.aio import AsyncStore
+from tftproxy.store.serving import ServedFile
+
+PREFIX = "/httpboot"
+_HOLD_POLL = 0.1
+
+# The type table is read from /etc/mime.types on first use: now, not on the event loop.
+mimetypes.init()
+
+
+async def _open(store: AsyncStore, path: str, client: str | None, hold: float) -> ServedFile:
+    """Open through the store; a name hidden by a refresh is waited for, as TFTP does.
+
+    ``client`` (the peer's address) lets the store serve a boot set's members from the
+    generation that client started on.
+    """
+    deadline = time.monotonic() + hold
+    while True:
+        try:
+            return await store.open_served(path, client)
+        except FileNotFoundError:
+            if time.monotonic() >= deadline or not await store.is_refreshing(path):
+                raise
+        await asyncio.sleep(_HOLD_POLL)
+
+
+class _PinnedFileResponse(web.FileResponse):
+    """A FileResponse over a descriptor the store opened; the descriptor is closed once the
+    response is sent, or when the response is dropped unsent (a client that went away)."""
+
+    def __init__(self, served: ServedFile, content_type: str) -> None:
+        super().__init__(f"/proc/self/fd/{served.fd}", headers={"Content-Type": content_type})
+        fd = served.fd
+        self._release = weakref.finalize(self, _close_fd, fd)
+        self.sent_bytes = 0
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            writer = await super().prepare(request)
+        finally:
+            self._release()
+        # Reached only when the whole body went out (a broken send raises): the access log
+        # reads it, since sendfile() bypasses aiohttp's own byte count.
+        self.sent_bytes = self.content_length or 0
+        return writer
+
+
+def _close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+async def serve(request: web.Request) -> web.StreamResponse:
+    """``GET``/``HEAD /httpboot/{path}``."""
+    ctx = context(request)
+    path = request.match_info["path"]
+    try:
+        served = await _open(ctx.store, path, request.remote, ctx.settings.refresh_hold)
+    except Refused:
+        return text_response(403, f"Forbidden: {PREFIX}/{path}")
+    except FileNotFoundError:
+        return text_response(404, f"Not found: {PREFIX}/{path}")
+    content_type = mimetypes.guess_type(served.name)[0] or "application/octet-stream"
+    return _PinnedFileResponse(served, content_type)

@@ -1,0 +1,104 @@
+"""Where settings meet the parts: every part built from the settings in one place.
+
+Inside, no part reads :class:`~tftproxy.settings.Settings`: each takes its own options, made
+here, so that the store, the fetcher, the jobs and the TFTP server can be used (and tested)
+without the settings model, and a setting's meaning is decided once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tftproxy.fetch.options import FetchOptions
+from tftproxy.jobs.options import JobOptions
+from tftproxy.logs import LogConfig, parse_level
+from tftproxy.settings.model import Settings
+from tftproxy.store import BootStore
+from tftproxy.store.aio import AsyncStore
+from tftproxy.store.layout import Layout
+from tftproxy.store.serving import ServedTree
+from tftproxy.tftp.protocol import Policy
+from tftproxy.tftp.server import ServerConfig
+from tftproxy.tftp.workers import TftpHandle
+
+if TYPE_CHECKING:
+    from tftproxy.fetch.http import Fetcher
+    from tftproxy.fetch.results import FetchObserver
+    from tftproxy.jobs.bootfiles import BootFiles
+    from tftproxy.metrics import Metrics
+
+
+def fetch_options(settings: Settings) -> FetchOptions:
+    return FetchOptions(
+        connect_timeout=settings.tftp_connect_timeout,
+        stall_timeout=settings.stall_timeout,
+        total_timeout=settings.fetch_timeout,
+        max_redirects=settings.max_redirects,
+        retries=settings.retries,
+        retry_backoff=settings.retry_backoff,
+        verify_server_cert=settings.verify_server_cert,
+        ca_bundle=settings.ca_bundle,
+        http_proxy=settings.http_proxy,
+        max_file_size=settings.max_file_size,
+    )
+
+
+def job_options(settings: Settings) -> JobOptions:
+    return JobOptions(refresh_mode=settings.refresh_mode, min_free_space=settings.min_free_space,
+                      verify=settings.verify, job_retention=settings.job_retention)
+
+
+def tftp_config(settings: Settings) -> ServerConfig:
+    return ServerConfig(
+        policy=Policy(max_blksize=settings.tftp_max_blksize,
+                      max_windowsize=settings.tftp_max_windowsize,
+                      timeout=settings.tftp_timeout, retries=settings.tftp_retries),
+        refresh_hold=settings.refresh_hold,
+        max_transfers=settings.tftp_max_transfers,
+        metrics=settings.metrics,
+    )
+
+
+def log_config(settings: Settings) -> LogConfig:
+    return LogConfig(settings.log_file, parse_level(settings.log_level))
+
+
+def store(settings: Settings, *, create: bool = True) -> BootStore:
+    """The store of the TFTP root; ``create`` makes its directories if they are missing."""
+    return BootStore(settings.tftproot, create=create, pin_window=settings.pin_window)
+
+
+def served_tree(settings: Settings) -> ServedTree:
+    """The serving face alone, for a TFTP server beside a store another process writes."""
+    return ServedTree(Layout.at(settings.tftproot), settings.pin_window)
+
+
+def fetcher(settings: Settings, observer: FetchObserver | None = None) -> Fetcher:
+    # Imported here: `tftproxy tftpd` serves TFTP from its own process and never needs the
+    # HTTP client (nor its memory).
+    from tftproxy.fetch.http import Fetcher
+
+    return Fetcher(fetch_options(settings), observer)
+
+
+def boot_files(settings: Settings, tree: BootStore | None = None,
+               metrics: Metrics | None = None) -> BootFiles:
+    """The fetch service, over ``tree`` (or the store of the settings' root); ``metrics``
+    observes its fetches."""
+    from tftproxy.jobs.bootfiles import BootFiles
+
+    files = BootFiles(AsyncStore(tree or store(settings)), fetcher(settings, metrics),
+                      job_options(settings), metrics)
+    if metrics is not None:
+        files.store.on_collect = metrics.collected
+    return files
+
+
+def start_tftp(settings: Settings, tree: ServedTree) -> TftpHandle:
+    """Serve ``tree`` over TFTP on ``tftp_listen`` in worker processes.
+
+    Returns once the addresses are bound (raises OSError if one cannot be); the workers
+    answer from then on. ``handle.close()`` stops them.
+    """
+    return TftpHandle(tree, settings.tftp_listen, settings.tftp_workers, tftp_config(settings),
+                      log_config=log_config(settings))

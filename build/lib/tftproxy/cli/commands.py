@@ -1,0 +1,188 @@
+"""The commands: each turns its arguments into settings, then calls the parts.
+
+The parts are imported inside each command: ``tftproxy tftpd`` serves TFTP from this very
+process and should not carry the HTTP client and server it never uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from tftproxy.cli.output import ProgressBar
+from tftproxy.errors import InputError
+from tftproxy.settings.model import Settings
+from tftproxy.settings.sources import load, load_settings, render
+
+
+def _overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    level = "DEBUG" if getattr(args, "verbose", False) else getattr(args, "log_level", None)
+    return {"tftproot": getattr(args, "root", None), "log_level": level, **extra}
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    """The settings of a command: its files, the environment, then its flags."""
+    return load_settings(getattr(args, "config", None), _overrides(args, **extra),
+                         settings_dir=getattr(args, "settings_dir", None))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tftproxy import assemble, logs
+    from tftproxy.service import run_server
+
+    # An explicit --listen asks for HTTP even where a smart-proxy settings.yml has no http_port.
+    http = {"listen": args.listen, "http_enabled": True} if args.listen else {}
+
+    def load() -> Settings:
+        return settings_from(args, **http, tftp_listen=args.tftp_listen)
+
+    settings = load()
+    logs.configure(assemble.log_config(settings))
+    return asyncio.run(run_server(settings, reload=load))
+
+
+def cmd_tftpd(args: argparse.Namespace) -> int:
+    from tftproxy import assemble, logs
+    from tftproxy.logs import parse_level
+    from tftproxy.tftp.server import ServerConfig
+    from tftproxy.tftp.workers import serve_foreground
+
+    def load() -> Settings:
+        return settings_from(args, tftp_listen=args.listen, tftp_workers=args.workers)
+
+    def reload() -> tuple[ServerConfig, int]:
+        new = load()
+        return assemble.tftp_config(new), parse_level(new.log_level)
+
+    settings = load()
+    logs.configure(assemble.log_config(settings))
+    if not settings.tftp_listen:
+        print("tftproxy tftpd: no address to serve: give --listen HOST:PORT "
+              "(or the tftp_listen setting)", file=sys.stderr)
+        return 2
+    if not os.path.isdir(settings.tftproot):
+        print(f"tftproxy tftpd: TFTP root {settings.tftproot} is not a directory",
+              file=sys.stderr)
+        return 2
+    return serve_foreground(assemble.served_tree(settings), settings.tftp_listen,
+                            settings.tftp_workers, assemble.tftp_config(settings),
+                            drain_timeout=settings.drain_timeout,
+                            log_config=assemble.log_config(settings), reload=reload)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    loaded = load(args.settings_dir, args.config, _overrides(args))
+    for warning in loaded.warnings:
+        print(f"tftproxy: warning: {warning}", file=sys.stderr)
+    if args.json:
+        data = loaded.settings.model_dump(mode="json")
+        json.dump({k: {"value": v, "from": loaded.origin[k]} for k, v in data.items()},
+                  sys.stdout, indent=2)
+        print()
+    else:
+        sys.stdout.write(render(loaded))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from tftproxy import assemble
+
+    settings = settings_from(args)
+    bar = ProgressBar(sys.stderr)
+
+    async def go() -> int:
+        files = assemble.boot_files(settings)
+        try:
+            await files.recover()
+            job = await files.request(args.prefix, args.url, progress=bar)
+            result = await job.outcome()
+        except InputError as exc:
+            print(f"failed: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await files.close()
+        bar.finish()
+        if result.ok:
+            print(f"{result.status}: {result.name} {result.size} bytes sha256 {result.sha256}")
+            return 0
+        print(f"failed: {result.name} <- {args.url}: {result.message}", file=sys.stderr)
+        return 1
+
+    return asyncio.run(go())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tftproxy import assemble
+    from tftproxy.jobs.status import status_report
+
+    settings = settings_from(args)
+    report = status_report(assemble.store(settings, create=False))
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    files = report["files"]
+    for u in report["unmanaged"]:
+        print(f"{u['name']}\n  state:        unmanaged (a plain file: `tftproxy adopt` "
+              f"brings it under management)\n  size:         {u['size']} bytes")
+    if not files and not report["unmanaged"]:
+        print(f"no boot files published under {settings.tftproot}")
+        return 0
+    for f in files:
+        print(f["name"])
+        print(f"  state:        {f['state']}")
+        cur = f.get("current")
+        if cur:
+            print(f"  source:       {cur['source'] or 'unknown (adopted)'}")
+            if cur["final_url"] and cur["final_url"] != cur["source"]:
+                print(f"  fetched from: {cur['final_url']}")
+            print(f"  size:         {cur['size']} bytes")
+            print(f"  sha256:       {cur['sha256']}")
+            print(f"  etag:         {cur['etag'] or '-'}")
+            print(f"  last-modified:{' ' + cur['last_modified'] if cur['last_modified'] else ' -'}")
+            print(f"  verified:     {cur['verified']}")
+            print(f"  fetched:      {f['fetched']}")
+        print(f"  checked:      {f['checked']}")
+        if f["set"] is not None:
+            print(f"  boot set:     {f['set']} generation {f['generation']}")
+    for s in report["sets"]:
+        kept = ", ".join(
+            f"{g['generation']}{' (current)' if g['current'] else ''}"
+            for g in s["generations"])
+        print(f"boot set {s['set']}: generation {s['current']} current; kept: {kept}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from tftproxy import assemble
+    from tftproxy.store.gc import collect
+
+    settings = settings_from(args)
+    grace = settings.gc_grace if args.grace is None else args.grace
+    store = assemble.store(settings)
+    if args.unreferenced:
+        from tftproxy.store.adoption import unreferenced
+
+        names = unreferenced(store.layout, store.records, grace)
+        if not args.dry_run:
+            names = store.adoption.retire(names)
+        for name in names:
+            print(f"{'would remove' if args.dry_run else 'removed'} {name}: no PXE config "
+                  f"names it")
+    report = collect(store, grace, dry_run=args.dry_run)
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        for sha in report.deleted:
+            print(f"{'would delete' if args.dry_run else 'deleted'} object {sha}")
+        for gen in report.dropped_generations:
+            print(f"{'would drop' if args.dry_run else 'dropped'} generation {gen}")
+        for busy in report.busy_sets:
+            print(f"boot set {busy} is being fetched: left for the next clean-up")
+        print(report.summary())
+    return 0

@@ -1,0 +1,144 @@
+"""The command line's grammar: ``tftproxy serve | tftpd | fetch | status | gc | config``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tftproxy import __version__
+from tftproxy.cli import admin, commands
+from tftproxy.logs import parse_level
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings-dir", type=Path, metavar="DIR",
+                   help="a smart-proxy settings directory (settings.yml, settings.d/tftp.yml), "
+                   "e.g. /etc/foreman-proxy")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="tftproxy's YAML settings file (wins over --settings-dir)")
+    p.add_argument("--root", type=Path, metavar="DIR",
+                   help="the TFTP root (smart-proxy's tftproot; default /var/lib/tftpboot)")
+    p.add_argument("--log-level", type=_level, metavar="LEVEL",
+                   help="DEBUG, INFO, WARN, ERROR or FATAL (default: the log_level setting; "
+                   "one-shot commands log errors only)")
+
+
+def _level(text: str) -> str:
+    try:
+        parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tftproxy",
+        description="Transactional boot files for PXE: a drop-in for smart-proxy's TFTP module.",
+    )
+    parser.add_argument("--version", action="version", version=f"tftproxy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP API (and the TFTP server if configured)",
+                       description="Run the smart-proxy compatible HTTP API.")
+    _add_common(p)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address of the HTTP API (default 127.0.0.1:8000)")
+    p.add_argument("--tftp-listen", action="append", metavar="HOST:PORT",
+                   help="also serve TFTP on this address ([ADDR]:PORT for IPv6); repeatable; "
+                   "default: the tftp_listen setting, empty (no TFTP server)")
+    p.set_defaults(func=commands.cmd_serve)
+
+    p = sub.add_parser("tftpd", help="run the TFTP server alone",
+                       description="Serve the TFTP root over TFTP (RFC 1350 reads with blksize, "
+                       "tsize, timeout and windowsize) until SIGINT or SIGTERM.")
+    _add_common(p)
+    p.add_argument("--listen", action="append", metavar="HOST:PORT",
+                   help="address to serve TFTP on ([ADDR]:PORT for IPv6, port 69 if "
+                   "omitted); repeatable; default: the tftp_listen setting")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes sharing each address (default: tftp_workers, 1)")
+    p.set_defaults(func=commands.cmd_tftpd)
+
+    p = sub.add_parser("fetch", help="fetch one boot file transactionally, from a shell",
+                       description="Fetch URL and publish it as PREFIX-basename (or "
+                       "PREFIX/basename when PREFIX ends in /), exactly as "
+                       "POST /tftp/fetch_boot_file does. Exits non-zero on failure.")
+    _add_common(p)
+    p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
+    p.add_argument("url", metavar="URL", help="source URL (http or https)")
+    p.set_defaults(func=commands.cmd_fetch)
+
+    p = sub.add_parser("status", help="list published boot files and their sources",
+                       description="Every published boot file with its source URL, size, sha256, "
+                       "validators, and when it was fetched and last checked.")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_status)
+
+    p = sub.add_parser("gc", help="delete old generations and content nothing uses",
+                       description="Delete retired boot-set generations and stored content that "
+                       "no published name, kept generation or pinned client uses and that has "
+                       "been unused for the grace period; report what was (or would be) freed.")
+    _add_common(p)
+    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    p.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="keep what became unused less than this long ago (default: gc_grace)")
+    p.add_argument("--unreferenced", action="store_true",
+                   help="also remove boot files under boot/ (published or plain) that no PXE "
+                   "config names and that were not fetched or checked within the grace "
+                   "period; never done without this flag")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_gc)
+
+    p = sub.add_parser("setup", help="prepare the TFTP root for the service user (as root)",
+                       description="Run once as root, as an installer would: create the TFTP "
+                       "root if missing (root-owned, 0755), give tftproxy's state directory "
+                       ".tftproxy/ to the service user, and create the published directories "
+                       "(boot/, pxelinux.cfg/, grub2/...) that are missing, owned by that user. "
+                       "What exists is not changed; a directory the user cannot write is "
+                       "named with its fix.")
+    _add_common(p)
+    p.add_argument("--user", default=admin.DEFAULT_USER,
+                   help="the user the service runs as (default foreman-proxy)")
+    p.set_defaults(func=admin.cmd_setup)
+
+    p = sub.add_parser("install-unit", help="install the systemd unit (as root)",
+                       description="Write tftproxy.service for this installation (its "
+                       "ExecStart, user, TFTP root) into the unit directory, the annotated "
+                       "example configuration where --config points if nothing is there, "
+                       "and reload systemd when it runs.")
+    _add_common(p)
+    p.add_argument("--user", default=admin.DEFAULT_USER,
+                   help="the user the service runs as (default foreman-proxy)")
+    p.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"), metavar="DIR",
+                   help="where the unit goes (default /etc/systemd/system)")
+    p.add_argument("--print", action="store_true", dest="print_only",
+                   help="print the unit instead of installing anything")
+    p.set_defaults(func=admin.cmd_install_unit)
+
+    p = sub.add_parser("adopt", help="bring files smart-proxy downloaded under management",
+                       description="Files under boot/ that are plain files (smart-proxy's "
+                       "in-place downloads) are hashed into the content store and replaced by "
+                       "links to the same bytes, grouped into boot sets by prefix. With a "
+                       "known source (--source), a file is verified against its "
+                       "distribution's checksums, and refetched when it is truncated or "
+                       "cannot be verified. `tftproxy status` lists what is still unmanaged.")
+    _add_common(p)
+    p.add_argument("--source", action="append", default=[], metavar="NAME=URL",
+                   help="where NAME (relative to the root) was downloaded from; repeatable")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be adopted")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="only these files (default: every unmanaged file under boot/)")
+    p.set_defaults(func=admin.cmd_adopt)
+
+    p = sub.add_parser("config", help="print the effective settings and where each came from",
+                       description="Print every setting's effective value as tftproxy YAML, each "
+                       "with a comment naming its source (default, a file and key, an "
+                       "environment variable, the command line). Exits 2 on a bad setting.")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_config)
+
+    return parser

@@ -1,0 +1,53 @@
+"""The status report: every published name and boot set, as ``GET /tftp/status`` and
+``tftproxy status`` show it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tftproxy.jobs.results import iso_time
+from tftproxy.store import BootStore
+from tftproxy.store.adoption import unmanaged
+
+
+def status_report(store: BootStore) -> dict[str, Any]:
+    """Every published name with its source, size, hash, validators and times; every set."""
+    files = []
+    for rec in store.records.records() if store.layout.exists() else []:
+        cur = rec.current
+        files.append({
+            "name": rec.name,
+            "state": "hidden (refreshing)" if rec.hidden and rec.state != "published"
+            else rec.state,
+            "current": None if cur is None else {
+                "source": cur.source,
+                "final_url": cur.final_url,
+                "size": cur.size,
+                "sha256": cur.sha256,
+                "etag": cur.etag,
+                "last_modified": cur.last_modified,
+                "content_length": cur.content_length,
+                "verified": cur.verified or "not checked",
+            },
+            "set": rec.set,
+            "generation": rec.generation,
+            "fetched": iso_time(cur.fetched_at) if cur else None,
+            "checked": iso_time(rec.checked_at) if rec.checked_at else None,
+        })
+    sets = []
+    for srec in store.records.set_records():
+        sets.append({
+            "set": srec.name,
+            "current": srec.current,
+            "state": srec.state,
+            "generations": [
+                {"generation": g.number, "current": g.number == srec.current,
+                 "published": iso_time(g.published_at),
+                 "retired": iso_time(g.retired_at) if g.retired_at else None,
+                 "members": dict(sorted(g.members.items()))}
+                for g in srec.generations
+            ],
+        })
+    plain = [{"name": u.name, "size": u.size, "modified": iso_time(u.mtime)}
+             for u in unmanaged(store.layout)]
+    return {"root": str(store.root), "files": files, "sets": sets, "unmanaged": plain}

@@ -1,0 +1,186 @@
+"""A boot set's transaction: check, hide, verify and switch its members as one generation.
+
+When one member changed (or is new), every other member of the set is revalidated in the
+same transaction; all switch together, as one new generation, once every member is complete
+and verified. If any fails, nothing switches and every hidden member gets its previous
+version back. Requests for the other members meanwhile join this transaction's member jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+from tftproxy.errors import UpstreamError
+from tftproxy.fetch.verify import ManifestCache, TextSource, verify
+from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
+from tftproxy.jobs.locking import LockCache, LockSet
+from tftproxy.jobs.observer import JobObserver
+from tftproxy.jobs.options import JobOptions, RefreshMode
+from tftproxy.jobs.registry import Job, JobRegistry
+from tftproxy.jobs.results import FetchResult
+from tftproxy.store.aio import AsyncStore
+from tftproxy.store.objects import StagingFile
+from tftproxy.store.records import Record, Version
+
+
+class SetTransaction:
+    """One job's transaction over its boot set (it also implements the check's hooks)."""
+
+    def __init__(self, job: Job, *, store: AsyncStore, checker: Checker, registry: JobRegistry,
+                 locks: LockCache, options: JobOptions, manifests: TextSource,
+                 observer: JobObserver | None = None) -> None:
+        self.job = job
+        self._observer = observer
+        # Whether the name had a published version when the transaction began.
+        self.had_version = False
+        self._store = store
+        self._checker = checker
+        self._registry = registry
+        self._locks = locks
+        self._options = options
+        self._manifests = manifests
+        self._lockset = LockSet(locks)
+        self._hidden_names: list[str] = []
+        self._staging: list[StagingFile] = []
+        self._settled = False
+        self._hidden = False
+
+    # ----------------------------------------------------------- check hooks
+
+    @property
+    def hidden(self) -> bool:
+        return self._hidden
+
+    def track(self, staging: StagingFile) -> None:
+        self._staging.append(staging)
+
+    async def hide(self) -> None:
+        """In hide mode, take every member out of the tree (once) until the switch."""
+        if self._hidden or self._options.refresh_mode is not RefreshMode.HIDE:
+            return
+        self._hidden = True
+        members = await self._store.members(self.job.set_id)
+        # Their locks first: a recovering process must not take our hiding for a crash's.
+        await self._lockset.acquire(sorted(m.name for m in members))
+        for member in members:
+            await self._store.begin_refresh(member.name, True)
+            self._hidden_names.append(member.name)
+
+    # ------------------------------------------------------------------- run
+
+    async def run(self) -> FetchResult:
+        job = self.job
+        async with self._locks.set_lock(job.set_id):
+            try:
+                await self._lockset.acquire([f"set:{job.set_id}", job.name])
+                return await self._run_locked()
+            finally:
+                self._lockset.release()
+
+    async def _run_locked(self) -> FetchResult:
+        job, store = self.job, self._store
+        # The locks were free, so a half-done state is a dead process's: repaired first.
+        rec = await store.repaired_record(job.name)
+        cur = rec.current if rec is not None else None
+        self.had_version = cur is not None
+        try:
+            first = await self._checker.check(job.name, job.url, cur, job.progress, self)
+            if isinstance(first, Failed):
+                await self._restore()
+                return job.failed(first.reason, kept=cur is not None)
+            if isinstance(first, Unchanged):
+                was_hidden = self._hidden
+                await self._restore()
+                if was_hidden:
+                    # New validators, same bytes: remember them, or every check re-downloads.
+                    await store.mark_checked(job.name, first.version, time.time())
+                return FetchResult(status="unchanged", name=job.name, source=job.url,
+                                   size=first.version.size, sha256=first.version.sha256,
+                                   final_url=first.final_url, set=job.set_id,
+                                   generation=rec.generation if rec else None)
+            members = await store.members(job.set_id)
+            await self._lockset.acquire(sorted(m.name for m in members))
+            return await self._switch(first, cur, [m for m in members if m.name != job.name])
+        except BaseException:
+            await self._restore()
+            raise
+        finally:
+            for staging in self._staging:
+                await store.discard(staging)
+
+    async def _switch(self, first: Changed, cur: Version | None,
+                      others: list[Record]) -> FetchResult:
+        job = self.job
+        member_jobs = [self._member_job(m) for m in others]
+        await self.hide()
+        checks: list[Check] = [first]
+        checks += await asyncio.gather(*(
+            self._checker.check(mj.name, mj.url, m.current, mj.progress, self)
+            for mj, m in zip(member_jobs, others, strict=True)))
+        if not any(isinstance(c, Failed) for c in checks):
+            checks = await self._verify(checks)
+        failures = [c for c in checks if isinstance(c, Failed)]
+        if failures:
+            await self._restore()
+            detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
+            for mj, c in zip(member_jobs, checks[1:], strict=True):
+                reason = c.reason if isinstance(c, Failed) else f"boot set not switched: {detail}"
+                mj.finish(mj.failed(reason, kept=True))
+                self._registry.retire(mj)
+            return job.failed(f"boot set {job.set_id} not switched: {detail}",
+                              kept=cur is not None)
+        staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
+                  for c in checks if not isinstance(c, Failed)}
+        srec = await self._store.publish(job.set_id, staged, time.time())
+        self._settled = True
+        results = []
+        for c in checks:
+            assert not isinstance(c, Failed)
+            results.append(FetchResult(
+                status="published" if isinstance(c, Changed) else "unchanged", name=c.name,
+                source=c.url, size=c.version.size, sha256=c.version.sha256,
+                final_url=c.final_url, set=job.set_id, generation=srec.current))
+        for mj, result in zip(member_jobs, results[1:], strict=True):
+            mj.finish(result)
+            self._registry.retire(mj)
+        return results[0]
+
+    def _member_job(self, rec: Record) -> Job:
+        """A job for a member revalidated on behalf of another: requests for it join it."""
+        assert rec.current is not None
+        job = self._registry.new(rec.name, rec.current.source, rec.set or rec.name)
+        self._registry.start_unless_running(job)
+        return job
+
+    async def _verify(self, checks: list[Check]) -> list[Check]:
+        """Check the new generation against the distribution's checksums.
+
+        Every member, kept ones too, is checked against the same manifest: a kept kernel that
+        the mirror's new manifest no longer lists as is means the mirror is mid-sync.
+        """
+        cache = ManifestCache(self._manifests)
+        out: list[Check] = []
+        for c in checks:
+            if isinstance(c, Failed):
+                out.append(c)
+                continue
+            try:
+                how = (await verify(cache, c.version.final_url, c.version.sha256,
+                                    self._options.verify, c.name)).how
+            except UpstreamError as exc:
+                out.append(Failed(c.name, c.url, exc.reason.removeprefix(f"{c.name}: ")))
+                if self._observer is not None:
+                    self._observer.verification_failed(exc.reason)
+                continue
+            out.append(replace(c, version=replace(c.version, verified=how)))
+        return out
+
+    async def _restore(self) -> None:
+        """Put the previous versions back (after a failure, or when nothing changed)."""
+        if self._settled:
+            return
+        self._settled = True
+        for name in self._hidden_names:
+            await self._store.abort_refresh(name)

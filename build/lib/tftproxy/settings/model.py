@@ -1,0 +1,287 @@
+"""The settings model: every setting of tftproxy, validated, with smart-proxy's names.
+
+Names follow smart-proxy's settings where one exists (``tftproot``, ``tftp_connect_timeout``,
+``verify_server_cert``...), so an admin's knowledge and files carry over, and the model stays
+flat so that each name is also a YAML key and a ``TFTPROXY_<KEY>`` variable. Where the values
+come from is :mod:`tftproxy.settings.sources`' job; the parts of tftproxy never see this model:
+the edges (:mod:`tftproxy.assemble`) turn it into each part's own options.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    field_validator,
+    model_validator,
+)
+
+from tftproxy._addr import parse_hostport, parse_listen
+from tftproxy.jobs.options import RefreshMode, VerifyMode
+from tftproxy.logs import SPECIAL_TARGETS, parse_level
+
+__all__ = ["TLS_VERSIONS", "FeatureMode", "RefreshMode", "Settings"]
+
+
+class FeatureMode(StrEnum):
+    # smart-proxy's per-module `enabled`: the module on both listeners, off, or on one only.
+    ON = "true"
+    OFF = "false"
+    HTTP = "http"
+    HTTPS = "https"
+
+
+TLS_VERSIONS = ("1.2", "1.3")
+
+
+class Settings(BaseModel):
+    """Every tftproxy setting, with smart-proxy's names where they exist."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- smart-proxy's tftp module ---
+    tftproot: Path = Field(Path("/var/lib/tftpboot"), description="The TFTP root (published tree).")
+    tftp_servername: str | None = Field(None, description="Answer of GET /tftp/serverName.")
+    tftp_connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
+    verify_server_cert: bool = Field(True, description="Verify upstream TLS certificates.")
+
+    # --- the API listeners and who may use them (smart-proxy's settings.yml) ---
+    listen: str = Field(
+        "127.0.0.1:8000",
+        description="HOST:PORT of the HTTP API; several may be given, comma-separated; "
+        "host * means every address.",
+    )
+    http_enabled: bool = Field(True, description="Serve the API over plain HTTP on `listen`.")
+    https_listen: str = Field(
+        "127.0.0.1:8443",
+        description="HOST:PORT of the HTTPS API (same syntax as `listen`), served when "
+        "ssl_certificate, ssl_private_key and ssl_ca_file are all set.",
+    )
+    ssl_certificate: FilePath | None = Field(None, description="PEM certificate of the API.")
+    ssl_private_key: FilePath | None = Field(None, description="PEM private key of the API.")
+    ssl_ca_file: FilePath | None = Field(
+        None, description="PEM CA bundle that HTTPS client certificates must chain to."
+    )
+    ssl_disabled_ciphers: list[str] = Field(
+        default_factory=list, description="OpenSSL cipher names refused over HTTPS (TLS <= 1.2)."
+    )
+    tls_disabled_versions: list[str] = Field(
+        default_factory=list,
+        description="TLS versions refused besides 1.0 and 1.1, which always are: '1.2' or '1.3'.",
+    )
+    trusted_hosts: list[str] | None = Field(
+        None,
+        description="Clients allowed on /tftp and /v2/features: the client certificate's CN "
+        "over HTTPS, the forward-verified reverse DNS name over HTTP. Unset: everyone; "
+        "empty: no one.",
+    )
+    forward_verify: bool = Field(
+        True, description="Over HTTP, require the reverse DNS name to resolve back to the client."
+    )
+    feature_enabled: FeatureMode = Field(
+        FeatureMode.ON,
+        description="smart-proxy's tftp `enabled`: true, false, or http / https for one of them.",
+    )
+
+    # --- fetching ---
+    fetch_wait: float = Field(
+        30.0, ge=0, description="How long POST /tftp/fetch_boot_file waits before answering 202."
+    )
+    stall_timeout: float = Field(30.0, gt=0, description="Fail when no byte arrives for this long.")
+    fetch_timeout: float = Field(3600.0, gt=0, description="Total time limit of one download (s).")
+    max_redirects: int = Field(10, ge=0, description="Redirects followed before giving up.")
+    retries: int = Field(3, ge=0, description="Retries on connection errors and 5xx.")
+    retry_backoff: float = Field(1.0, ge=0, description="First retry delay (s); doubles each try.")
+    ca_bundle: Path | None = Field(None, description="Extra CA bundle for upstream TLS.")
+    http_proxy: str | None = Field(None, description="Proxy URL for upstream requests.")
+    max_file_size: int = Field(
+        4 * 1024**3, gt=0, description="Largest boot file accepted, in bytes."
+    )
+    min_free_space: int = Field(
+        64 * 1024**2, ge=0, description="Bytes that must stay free on the root's filesystem."
+    )
+    refresh_mode: RefreshMode = Field(
+        RefreshMode.HIDE, description="hide: hide the name while a changed version downloads; "
+        "keep: serve the old version until the new one replaces it."
+    )
+    job_retention: float = Field(
+        600.0, ge=0,
+        description="How long a finished fetch job stays visible at its status URL (s).",
+    )
+
+    # --- boot sets, verification, clean-up ---
+    verify: VerifyMode = Field(
+        "auto",
+        description="Check downloads against the distribution's checksums (.treeinfo, "
+        "SHA256SUMS): auto (when found), require, off.",
+    )
+    pin_window: float = Field(
+        900.0, ge=0,
+        description="How long tftproxy's servers keep a client on the generation of a boot set "
+        "it started reading (s).",
+    )
+    gc_grace: float = Field(
+        3600.0, ge=0,
+        description="How long retired generations and unreferenced content are kept before "
+        "clean-up may delete them (s); keep it longer than pin_window.",
+    )
+    gc_interval: float = Field(
+        3600.0, ge=0, description="Seconds between clean-ups in `serve`; 0 turns them off."
+    )
+
+    # --- TFTP server ---
+    tftp_listen: list[str] = Field(
+        default_factory=list,
+        description="HOST:PORT addresses (IPv6 as [ADDR]:PORT; port 69 if omitted) where "
+        "tftproxy serves TFTP itself; empty: no TFTP server (in.tftpd or dnsmasq serves the tree).",
+    )
+    tftp_workers: int = Field(
+        1, ge=1, le=64, description="TFTP worker processes sharing each address (SO_REUSEPORT)."
+    )
+    refresh_hold: float = Field(
+        10.0, ge=0,
+        description="How long a TFTP request for a name being refreshed (hidden) goes unanswered "
+        "while the new version downloads, before the published state is served (s).",
+    )
+    tftp_timeout: float = Field(
+        1.0, gt=0, le=255,
+        description="TFTP retransmission timeout when the client negotiates none (s).",
+    )
+    tftp_retries: int = Field(
+        5, ge=0, le=100, description="TFTP retransmissions without progress before giving up."
+    )
+    tftp_max_blksize: int = Field(
+        1468, ge=512, le=65464,
+        description="Largest TFTP blksize granted; 1468 fits an Ethernet frame unfragmented.",
+    )
+    tftp_max_windowsize: int = Field(
+        64, ge=1, le=65535, description="Largest TFTP windowsize (RFC 7440) granted."
+    )
+    tftp_max_transfers: int = Field(
+        1000, ge=1,
+        description="Concurrent TFTP transfers per worker; requests beyond go unanswered "
+        "(the client retries), so a storm cannot exhaust file descriptors.",
+    )
+
+    @field_validator("tftp_listen", mode="before")
+    @classmethod
+    def _split_tftp_listen(cls, value: Any) -> Any:
+        # One address or a comma-separated list is accepted where a list is expected
+        # (TFTPROXY_TFTP_LISTEN=127.0.0.1:69,[::1]:69).
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tftp_listen")
+    @classmethod
+    def _check_tftp_listen(cls, value: list[str]) -> list[str]:
+        for address in value:
+            parse_hostport(address, default_port=69)
+        return value
+    # --- end of TFTP server ---
+
+    # --- the service: logs, monitoring, stopping ---
+    log_file: str | None = Field(
+        None,
+        description="smart-proxy's :log_file:: a path, STDOUT, STDERR, SYSLOG or JOURNAL "
+        "(JOURNALD); unset: standard error. A file is reopened on SIGUSR1 (logrotate).",
+    )
+    log_level: str = Field(
+        "INFO", description="smart-proxy's :log_level:: DEBUG, INFO, WARN, ERROR or FATAL."
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics on GET /metrics.")
+    drain_timeout: float = Field(
+        20.0, ge=0,
+        description="On SIGTERM, how long running TFTP transfers and fetches may finish "
+        "before the rest are ended (s).",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        parse_level(value)
+        return value.strip().upper()
+
+    @field_validator("log_file")
+    @classmethod
+    def _check_log_file(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.upper() if value.upper() in SPECIAL_TARGETS else value
+    # --- end of the service ---
+
+    @field_validator("listen", "https_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("feature_enabled", mode="before")
+    @classmethod
+    def _check_feature(cls, value: Any) -> Any:
+        # YAML reads `enabled: true` as a boolean and `enabled: https` as a string.
+        if isinstance(value, bool):
+            return FeatureMode.ON if value else FeatureMode.OFF
+        return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_trusted(cls, value: list[str] | None) -> list[str] | None:
+        # Names are compared with the lower-cased CN or DNS name, as smart-proxy does.
+        return None if value is None else [h.strip().lower() for h in value if h.strip()]
+
+    @field_validator("tls_disabled_versions", mode="before")
+    @classmethod
+    def _check_tls_versions(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        versions = [str(v) for v in value]
+        bad = [v for v in versions if v not in TLS_VERSIONS]
+        if bad:
+            raise ValueError(f"unknown TLS version(s) {', '.join(bad)}; "
+                             f"use {', '.join(TLS_VERSIONS)}")
+        return versions
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Settings:
+        ssl_keys = ("ssl_certificate", "ssl_private_key", "ssl_ca_file")
+        missing = [k for k in ssl_keys if getattr(self, k) is None]
+        if 0 < len(missing) < len(ssl_keys):
+            raise ValueError(f"{', '.join(missing)} must be set too: HTTPS needs all of "
+                             f"{', '.join(ssl_keys)}")
+        if {"1.2", "1.3"} <= set(self.tls_disabled_versions):
+            raise ValueError("tls_disabled_versions disables every TLS version HTTPS can use")
+        if not self.http_enabled and not self.https_enabled:
+            raise ValueError("http_enabled is false and HTTPS is not configured (ssl_certificate, "
+                             "ssl_private_key, ssl_ca_file): no API listener is left")
+        if self.feature_enabled is FeatureMode.HTTP and not self.http_enabled:
+            raise ValueError("feature_enabled is http but http_enabled is false")
+        if self.feature_enabled is FeatureMode.HTTPS and not self.https_enabled:
+            raise ValueError("feature_enabled is https but HTTPS is not configured "
+                             "(ssl_certificate, ssl_private_key, ssl_ca_file)")
+        return self
+
+    @property
+    def https_enabled(self) -> bool:
+        """HTTPS is served when its certificate, key and client CA are all configured."""
+        return None not in (self.ssl_certificate, self.ssl_private_key, self.ssl_ca_file)
+
+    def feature_on(self, scheme: str) -> bool:
+        """Whether the TFTP routes are offered over ``scheme`` (``http`` or ``https``)."""
+        if scheme == "https":
+            return self.https_enabled and self.feature_enabled in (FeatureMode.ON,
+                                                                   FeatureMode.HTTPS)
+        return self.http_enabled and self.feature_enabled in (FeatureMode.ON, FeatureMode.HTTP)
+
+    @field_validator("http_proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None

@@ -1,0 +1,161 @@
+"""The one door to the store for code on an event loop.
+
+Every method runs its file-system work on the store's own threads and awaits it, so a slow
+disk delays the request that needs it and never the loop (every other request, the job
+registry, the listeners). Methods are coarse on purpose: an up-to-date check costs one hop.
+Waiting for another process's lock never occupies a thread: locks are tried without blocking
+(an flock with LOCK_NB only consults the kernel's lock table) and retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from tftproxy.store import BootStore
+from tftproxy.store.gc import GcReport, collect
+from tftproxy.store.locks import NameLock
+from tftproxy.store.objects import StagingFile
+from tftproxy.store.records import Record, SetRecord, Version
+from tftproxy.store.recovery import RecoveryReport
+from tftproxy.store.serving import ServedFile
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+STORE_THREADS = 4
+_LOCK_POLL_FIRST = 0.005
+_LOCK_POLL_MAX = 0.2
+
+
+async def acquire_lock(lock: NameLock, *, shared: bool = False) -> None:
+    """Take ``lock`` without holding a thread while another process has it."""
+    delay = _LOCK_POLL_FIRST
+    while not lock.acquire(blocking=False, shared=shared):
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _LOCK_POLL_MAX)
+
+
+class AsyncStore:
+    """A :class:`~tftproxy.store.BootStore` seen from an event loop."""
+
+    def __init__(self, store: BootStore, threads: int = STORE_THREADS) -> None:
+        self.store = store
+        self.root = store.root
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tftproxy-store")
+        # Told of every clean-up that deleted (metrics).
+        self.on_collect: Callable[[GcReport], None] | None = None
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+
+    # ------------------------------------------------------------- publishing
+
+    async def target(self, prefix: str, url: str) -> tuple[str, str]:
+        """The published name and the boot set of a request (NameRefused if not allowed)."""
+        names = self.store.names
+        return await self._run(lambda: (names.destination(prefix, url), names.set_id(prefix)))
+
+    async def repaired_record(self, name: str) -> Record | None:
+        """The name's record, once any half-done state left by a dead process is repaired.
+
+        The caller holds the name's lock, so such a state cannot be a live process's.
+        """
+        return await self._run(self._repaired_record, name)
+
+    def _repaired_record(self, name: str) -> Record | None:
+        store = self.store
+        rec = store.records.record(name, with_checked=False)
+        if store.recovery.needs_repair(name, rec):
+            store.recovery.repair(name)
+            rec = store.records.record(name, with_checked=False)
+        return rec
+
+    async def members(self, set_id: str) -> list[Record]:
+        return await self._run(self.store.records.members, set_id)
+
+    async def open_lock(self, name: str) -> NameLock:
+        return await self._run(self.store.lock, name)
+
+    async def begin_refresh(self, name: str, hide: bool) -> Record:
+        return await self._run(self.store.transactions.begin_refresh, name, hide)
+
+    async def abort_refresh(self, name: str) -> Record | None:
+        return await self._run(self.store.transactions.abort_refresh, name)
+
+    async def mark_checked(self, name: str, current: Version, checked_at: float) -> Record:
+        return await self._run(self.store.transactions.mark_checked, name, current, checked_at)
+
+    async def confirm(self, name: str, sha256: str, checked_at: float) -> None:
+        """Note an up-to-date check of a name that still links to ``sha256``."""
+        await self._run(self._confirm, name, sha256, checked_at)
+
+    def _confirm(self, name: str, sha256: str, checked_at: float) -> None:
+        if self.store.links.linked_sha256(name) == sha256:
+            self.store.records.touch_checked(name, checked_at)
+
+    async def new_staging(self, name: str) -> StagingFile:
+        return await self._run(self.store.objects.new_staging, name)
+
+    async def discard(self, staging: StagingFile) -> None:
+        await self._run(staging.discard)
+
+    async def staged_size(self, staging: StagingFile) -> int:
+        return await self._run(staging.size)
+
+    async def free_bytes(self) -> int:
+        return await self._run(self.store.objects.free_bytes)
+
+    async def has_object(self, sha256: str) -> bool:
+        return await self._run(self.store.objects.exists, sha256)
+
+    async def publish(self, set_id: str, staged: dict[str, tuple[Version, StagingFile | None]],
+                      published_at: float) -> SetRecord:
+        """Ingest the staged members and switch the set to a generation of all of them.
+
+        Clean-up's lock is held shared from the first ingest to the switch, so content about
+        to be linked is never taken for garbage.
+        """
+        gc_lock = await self._run(self.store.gc_lock)
+        try:
+            await acquire_lock(gc_lock, shared=True)
+            return await self._run(self._publish, set_id, staged, published_at)
+        finally:
+            await self._run(gc_lock.release)
+
+    def _publish(self, set_id: str, staged: dict[str, tuple[Version, StagingFile | None]],
+                 published_at: float) -> SetRecord:
+        for version, staging in staged.values():
+            if staging is not None:
+                self.store.objects.ingest(staging, version.sha256)
+        versions = {name: version for name, (version, _) in staged.items()}
+        return self.store.transactions.publish_generation(set_id, versions, published_at)
+
+    async def recover(self) -> RecoveryReport:
+        return await self._run(self.store.recover)
+
+    # ---------------------------------------------------------------- readers
+
+    async def open_served(self, requested: str, client: str | None = None) -> ServedFile:
+        return await self._run(self.store.serving.open_served, requested, client)
+
+    async def is_refreshing(self, requested: str) -> bool:
+        return await self._run(self.store.serving.is_refreshing, requested)
+
+    async def collect(self, grace: float, *, dry_run: bool = False) -> GcReport:
+        report = await self._run(collect, self.store, grace, dry_run=dry_run)
+        if not dry_run and self.on_collect is not None:
+            self.on_collect(report)
+        return report
+
+    async def call(self, fn: Callable[[BootStore], T]) -> T:
+        """Run ``fn(store)`` on the store's threads (reports that read many records)."""
+        return await self._run(fn, self.store)
+
