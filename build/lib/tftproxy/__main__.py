@@ -1,5 +1,0 @@
-import sys
-
-from tftproxy.cli import main
-
-sys.exit(main())
