@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"errors", "fetch", "logs", "store"},
     "tftp": {"errors", "_addr", "_limits", "logs", "store.layout", "store.serving"},
     "api": {"errors", "_addr", "__init__", "jobs", "logs", "pxe", "settings", "store.aio",
-            "store.serving", "store.gc"},
+            "store.serving"},
 }
 EDGES = {"cli", "service", "assemble", "metrics", "__main__", "__init__"}
 

@@ -81,7 +81,8 @@ class Service:
         settings = self.settings
         listeners = api_listeners(settings)  # first: unusable TLS files stop us before any work
         # The tree must be ours to write, or the error names the fix (tftproxy setup).
-        await asyncio.to_thread(check_writable, settings.tftproot)
+        for warning in await asyncio.to_thread(check_writable, settings.tftproot):
+            log.warning("%s", warning)
         tree = await asyncio.to_thread(assemble.store, settings)
         metrics = Metrics(tree.layout) if settings.metrics else None
         files = self.files = assemble.boot_files(settings, tree, metrics)

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 # Straight to loopback, whatever proxy the environment names.
@@ -20,6 +21,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, limit: float,
+                   why: Callable[[], str]) -> None:
+    """Until ``proc`` accepts connections on loopback ``port``; RuntimeError (with ``why()``,
+    its own account) if it exits first or ``limit`` seconds pass."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} failed: {why()}") from None
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start listening within {limit:g} s")
 
 
 def find_nginx() -> str:
@@ -69,17 +86,9 @@ http {{
 """)
         self.proc = subprocess.Popen([find_nginx(), "-c", str(conf), "-p", str(base)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"nginx failed: {err}") from None
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start listening within 10 s")
+        stderr = self.proc.stderr
+        wait_listening(self.port, self.proc, "nginx", 10,
+                       lambda: stderr.read().decode() if stderr else "")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"

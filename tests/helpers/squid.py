@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from tests.helpers.nginx import free_port
+from tests.helpers.nginx import free_port, wait_listening
 
 
 class Squid:
@@ -47,19 +45,13 @@ shutdown_lifetime 0 seconds
 """)
         self.proc = subprocess.Popen([binary, "-N", "-f", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    log = base / "cache.log"
-                    text = log.read_text() if log.exists() else "no cache.log"
-                    shutil.rmtree(base, ignore_errors=True)
-                    raise RuntimeError(f"squid failed: {text}") from None
-                time.sleep(0.1)
-        raise RuntimeError("squid did not start listening within 30 s")
+        log = base / "cache.log"
+        try:
+            wait_listening(self.port, self.proc, "squid", 30,
+                           lambda: log.read_text() if log.exists() else "no cache.log")
+        except RuntimeError:
+            self.close()
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -88,6 +88,13 @@ def test_access_log_counts_the_bytes_sent(tmp_path: Path, store: BootStore) -> N
     assert sent["/httpboot/missing"] == len("Not found: /httpboot/missing\n")
 
 
+# An entry over the datagram limit goes to the journal in a sealed memfd.
+_BIG_ENTRY = ("import logging; from tftproxy.logs import JournalHandler, fields; "
+              "h = JournalHandler(); r = logging.LogRecord('tftproxy.big', 30, 'x', 1, "
+              "'big ' + 'x' * 400000, None, None); r.tftproxy_fields = dict(file='f'); "
+              "h.emit(r)")
+
+
 def _journal_script(work: Path, command: str, syslog: bool) -> str:
     dev = ""
     if syslog:
@@ -109,7 +116,7 @@ def _journal_script(work: Path, command: str, syslog: bool) -> str:
         {dev}
         {command}
         sleep 0.5
-        journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=tftproxy \\
+        journalctl -D /run/log/journal -o json --all --no-pager SYSLOG_IDENTIFIER=tftproxy \\
           > {work}/journal.json
         kill %1
     """)
@@ -136,6 +143,7 @@ def _in_journal_namespace(tmp_path: Path, store: BootStore, log_file: str,
         {curl} -s -o /dev/null -d prefix=boot/x -d path=http://127.0.0.1:1/vmlinuz \\
           http://127.0.0.1:{api}/tftp/fetch_boot_file || true
         kill -TERM %2; wait %2
+        {sys.executable} -c "{_BIG_ENTRY}"
     """)
     script = tmp_path / "journal.sh"
     script.write_text(_journal_script(tmp_path, command, syslog))
@@ -159,6 +167,8 @@ def test_journal_entries_carry_priorities_and_fields(tmp_path: Path, store: Boot
     assert access["STATUS"] == "502" and int(access["BYTES"]) > 0
     # The workers' entries come from their own processes.
     assert len({e["_PID"] for e in entries}) >= 2
+    big = next(e for e in entries if e.get("LOGGER") == "tftproxy.big")
+    assert len(big["MESSAGE"]) == 400_004 and big["PRIORITY"] == "4" and big["FILE"] == "f"
 
 
 def test_syslog_reaches_the_system_logger(tmp_path: Path, store: BootStore) -> None:

@@ -145,3 +145,20 @@ def test_sigterm_aborts_a_slow_fetch_and_keeps_the_previous_version(
         assert hashlib.sha256(published).digest() == hashlib.sha256(old).digest()
     finally:
         served.stop(signal.SIGKILL)
+
+
+def test_the_watchdog_is_fed_while_the_service_runs(tmp_path: Path, store: BootStore) -> None:
+    served = Serve(tmp_path / "svc", store.root, env={"WATCHDOG_USEC": "1000000"})
+    try:
+        assert served.wait_note("WATCHDOG=1", 3)
+        served.notes.clear()
+        assert served.wait_note("WATCHDOG=1", 3)  # fed again, every half period
+    finally:
+        served.stop()
+    # Not ours to feed: a WATCHDOG_PID naming another process.
+    other = Serve(tmp_path / "svc2", store.root,
+                  env={"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+    try:
+        assert not other.wait_note("WATCHDOG=1", 2)
+    finally:
+        other.stop()

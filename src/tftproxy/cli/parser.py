@@ -10,7 +10,7 @@ from tftproxy.cli import admin, commands
 from tftproxy.logs import parse_level
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, *, user: bool = False) -> None:
     p.add_argument("--settings-dir", type=Path, metavar="DIR",
                    help="a smart-proxy settings directory (settings.yml, settings.d/tftp.yml), "
                    "e.g. /etc/foreman-proxy")
@@ -18,6 +18,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="tftproxy's YAML settings file (wins over --settings-dir)")
     p.add_argument("--root", type=Path, metavar="DIR",
                    help="the TFTP root (smart-proxy's tftproot; default /var/lib/tftpboot)")
+    if user:
+        p.add_argument("--user", default=admin.DEFAULT_USER,
+                       help="the user the service runs as (default foreman-proxy)")
     p.add_argument("--log-level", type=_level, metavar="LEVEL",
                    help="DEBUG, INFO, WARN, ERROR or FATAL (default: the log_level setting; "
                    "one-shot commands log errors only)")
@@ -99,9 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(boot/, pxelinux.cfg/, grub2/...) that are missing, owned by that user. "
                        "What exists is not changed; a directory the user cannot write is "
                        "named with its fix.")
-    _add_common(p)
-    p.add_argument("--user", default=admin.DEFAULT_USER,
-                   help="the user the service runs as (default foreman-proxy)")
+    _add_common(p, user=True)
     p.set_defaults(func=admin.cmd_setup)
 
     p = sub.add_parser("install-unit", help="install the systemd unit (as root)",
@@ -109,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "ExecStart, user, TFTP root) into the unit directory, the annotated "
                        "example configuration where --config points if nothing is there, "
                        "and reload systemd when it runs.")
-    _add_common(p)
-    p.add_argument("--user", default=admin.DEFAULT_USER,
-                   help="the user the service runs as (default foreman-proxy)")
+    _add_common(p, user=True)
     p.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"), metavar="DIR",
                    help="where the unit goes (default /etc/systemd/system)")
     p.add_argument("--print", action="store_true", dest="print_only",
