@@ -71,7 +71,9 @@ class BootFiles:
         return list(late.values())
 
     async def recover(self) -> RecoveryReport:
+        """Repair what an interrupted run left, then keep records in memory."""
         report = await self.store.recover()
+        await self.store.watch()
         if report.changed:
             log.info(
                 "recovered after an interrupted run: %d staging file(s) removed, restored %s, "

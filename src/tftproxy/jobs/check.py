@@ -129,7 +129,7 @@ class Checker:
             assert cur is not None  # 304 is only accepted for a conditional request
             if now - self._touched.get(name, 0.0) >= TOUCH_INTERVAL and not change.hidden:
                 self._touched[name] = now
-                await store.confirm(name, cur.sha256, now)
+                store.confirm(name, cur.sha256, now)
             return Unchanged(name, url, cur, outcome.final_url)
         staging = staged[-1]
         on_disk = await store.staged_size(staging)

@@ -45,7 +45,7 @@ class BootStore:
         self.names = Names(self.layout)
         self.records = RecordFiles(self.layout)
         self.objects = Objects(self.layout)
-        self.links = Links(self.layout)
+        self.links = Links(self.layout, self.names)
         self.transactions = Transactions(self.records, self.links, self.objects)
         self.recovery = Recovery(self.layout, self.records, self.links, self.objects,
                                  self.transactions)

@@ -2,7 +2,10 @@
 
 Every method runs its file-system work on the store's own threads and awaits it, so a slow
 disk delays the request that needs it and never the loop (every other request, the job
-registry, the listeners). Methods are coarse on purpose: an up-to-date check costs one hop.
+registry, the listeners). A hop to a thread costs more than the rest of an up-to-date check,
+so that check makes none once warm: names are derived as text, the tree walk that checks a
+name is remembered for a few seconds (and repeated, on a thread, right before any link is
+made), and records come from :mod:`tftproxy.store.live`'s exact in-memory view.
 Waiting for another process's lock never occupies a thread: locks are tried without blocking
 (an flock with LOCK_NB only consults the kernel's lock table) and retried with backoff.
 """
@@ -11,24 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from tftproxy.store import BootStore
 from tftproxy.store.gc import GcReport, collect
+from tftproxy.store.live import LiveRecords
 from tftproxy.store.locks import NameLock
 from tftproxy.store.objects import StagingFile
 from tftproxy.store.records import Record, SetRecord, Version
 from tftproxy.store.recovery import RecoveryReport
 from tftproxy.store.serving import ServedFile
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
 STORE_THREADS = 4
+# How long a name's tree walk is taken as still valid for requests (links re-check anyway).
+PATH_CHECK_TTL = 5.0
 _LOCK_POLL_FIRST = 0.005
 _LOCK_POLL_MAX = 0.2
+
+
+def _log_failure(future: Future[None]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.warning("noting an up-to-date check failed: %s", exc)
 
 
 async def acquire_lock(lock: NameLock, *, shared: bool = False) -> None:
@@ -48,12 +63,22 @@ class AsyncStore:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tftproxy-store")
         # Told of every clean-up that deleted (metrics).
         self.on_collect: Callable[[GcReport], None] | None = None
+        self._live = LiveRecords()
+        self._checked_paths: dict[str, float] = {}
+
+    async def watch(self) -> None:
+        """Keep records in memory from now on (after recovery: it rewrites many)."""
+        try:
+            await self._run(self._live.open, self.store.layout)
+        except OSError as exc:  # no inotify (limits, file system): records come from disk
+            log.warning("cannot watch the store's records, reading them from disk: %s", exc)
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
     async def close(self) -> None:
+        self._live.close()
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
 
     # ------------------------------------------------------------- publishing
@@ -61,22 +86,39 @@ class AsyncStore:
     async def target(self, prefix: str, url: str) -> tuple[str, str]:
         """The published name and the boot set of a request (NameRefused if not allowed)."""
         names = self.store.names
-        return await self._run(lambda: (names.destination(prefix, url), names.set_id(prefix)))
+        name, set_id = names.derive(prefix, url), names.set_id(prefix)
+        now = time.monotonic()
+        if self._checked_paths.get(name, 0.0) < now:
+            await self._run(names.check_path, name)
+            if len(self._checked_paths) >= 4096:
+                self._checked_paths.clear()
+            self._checked_paths[name] = now + PATH_CHECK_TTL
+        return name, set_id
 
     async def repaired_record(self, name: str) -> Record | None:
         """The name's record, once any half-done state left by a dead process is repaired.
 
-        The caller holds the name's lock, so such a state cannot be a live process's.
+        The caller holds the name's lock, so such a state cannot be a live process's, and
+        every change another process made before is in the live view's queue.
         """
-        return await self._run(self._repaired_record, name)
+        live = self._live
+        live.drain()
+        known, rec = live.clean_record(name)
+        if known:
+            return rec
+        mark = live.mark()
+        rec, srec = await self._run(self._repaired_record, name)
+        live.fill(mark, name, rec, srec)
+        return rec
 
-    def _repaired_record(self, name: str) -> Record | None:
+    def _repaired_record(self, name: str) -> tuple[Record | None, SetRecord | None]:
         store = self.store
         rec = store.records.record(name, with_checked=False)
         if store.recovery.needs_repair(name, rec):
             store.recovery.repair(name)
             rec = store.records.record(name, with_checked=False)
-        return rec
+        srec = store.records.set_record(rec.set) if rec is not None and rec.set else None
+        return rec, srec
 
     async def members(self, set_id: str) -> list[Record]:
         return await self._run(self.store.records.members, set_id)
@@ -93,9 +135,13 @@ class AsyncStore:
     async def mark_checked(self, name: str, current: Version, checked_at: float) -> Record:
         return await self._run(self.store.transactions.mark_checked, name, current, checked_at)
 
-    async def confirm(self, name: str, sha256: str, checked_at: float) -> None:
-        """Note an up-to-date check of a name that still links to ``sha256``."""
-        await self._run(self._confirm, name, sha256, checked_at)
+    def confirm(self, name: str, sha256: str, checked_at: float) -> None:
+        """Note an up-to-date check of a name that still links to ``sha256``.
+
+        Not awaited: the time of the last check is informational, and no answer waits on it.
+        """
+        self._pool.submit(self._confirm, name, sha256, checked_at).add_done_callback(
+            _log_failure)
 
     def _confirm(self, name: str, sha256: str, checked_at: float) -> None:
         if self.store.links.linked_sha256(name) == sha256:

@@ -14,17 +14,23 @@ from tftproxy._fs import remove_durably, replace_symlink_atomically
 from tftproxy._paths import is_within
 from tftproxy.errors import NameRefused
 from tftproxy.store.layout import STATE_DIRNAME, Layout
-from tftproxy.store.names import name_key
+from tftproxy.store.names import Names, name_key
 
 
 class Links:
     """The published names of one tree."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, names: Names) -> None:
         self.layout = layout
+        self._names = names
 
     def final_path(self, name: str) -> Path:
-        """The real location of a name's link, creating its parent directories."""
+        """The real location of a name's link, creating its parent directories.
+
+        The path is checked again here, right before the tree changes: a symlink planted on
+        the way since the name was requested must not redirect a link.
+        """
+        self._names.check_path(name)
         parent, _, base = name.rpartition("/")
         real_root = self.layout.real_root
         real_parent = os.path.realpath(os.path.join(real_root, parent))

@@ -52,10 +52,18 @@ class Names:
         self.layout = layout
 
     def destination(self, prefix: str, url: str) -> str:
-        """The published name for ``(prefix, url)``, derived as smart-proxy does, or NameRefused.
+        """The published name for ``(prefix, url)``, or NameRefused: :meth:`derive` and
+        :meth:`check_path` together."""
+        name = self.derive(prefix, url)
+        self.check_path(name)
+        return name
+
+    def derive(self, prefix: str, url: str) -> str:
+        """The name for ``(prefix, url)`` as smart-proxy derives it, checked as text only.
 
         ``prefix-basename``, or ``prefix + basename`` when the prefix ends in ``/``; relative to
-        the root; an absolute prefix is accepted only when it lies inside the root.
+        the root; an absolute prefix is accepted only when it lies inside the root. Touches no
+        file: what exists on the way is :meth:`check_path`'s business.
         """
         if "\x00" in prefix or "\x00" in url:
             raise NameRefused("prefix or path contains a NUL byte")
@@ -68,7 +76,7 @@ class Names:
             raise NameRefused(f"path {url!r} ends in {base!r}, which is not a file name")
         prefix = self._relative_prefix(prefix)
         name = prefix + base if prefix.endswith("/") else f"{prefix}-{base}"
-        return self.check_name(name)
+        return self.check_text(name)
 
     def _relative_prefix(self, prefix: str) -> str:
         if not prefix.startswith("/"):
@@ -89,6 +97,12 @@ class Names:
 
     def check_name(self, name: str) -> str:
         """Validate a relative published name and return it normalised, or raise NameRefused."""
+        name = self.check_text(name)
+        self.check_path(name)
+        return name
+
+    def check_text(self, name: str) -> str:
+        """The rules a name's text must follow; returns it normalised, or raises NameRefused."""
         if "\x00" in name:
             raise NameRefused("name contains a NUL byte")
         if name.startswith("/"):
@@ -102,11 +116,13 @@ class Names:
         if parts[0] == STATE_DIRNAME:
             raise NameRefused(f"{name!r} is inside tftproxy's private directory "
                               f"{STATE_DIRNAME}/")
-        self._walk(parts)
         return "/".join(parts)
 
-    def _walk(self, parts: list[str]) -> None:
-        """Any symlink on the way must stay inside the root and out of tftproxy's state."""
+    def check_path(self, name: str) -> None:
+        """What exists on the way to a (normalised) name must let it be published: any
+        symlink stays inside the root and out of tftproxy's state; no file where a directory
+        must be, no directory where the link goes. Run before every link is made."""
+        parts = name.split("/")
         real_root = self.layout.real_root
         current = real_root
         for i, part in enumerate(parts):

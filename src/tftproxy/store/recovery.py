@@ -14,11 +14,13 @@ left alone. The rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 
 from tftproxy._fs import remove_temporaries
+from tftproxy.errors import NameRefused
 from tftproxy.store.layout import Layout
 from tftproxy.store.links import Links
 from tftproxy.store.locks import NameLock
@@ -26,6 +28,8 @@ from tftproxy.store.names import name_key
 from tftproxy.store.objects import Objects
 from tftproxy.store.records import Record, RecordFiles
 from tftproxy.store.transactions import Transactions
+
+log = logging.getLogger(__name__)
 
 TEMPORARY_AGE = 30.0
 
@@ -81,6 +85,10 @@ class Recovery:
             try:
                 if lock.acquire(blocking=False):
                     self._recover_record(rec, report)
+            except NameRefused as exc:
+                # The tree changed under the name (a symlink planted on its way): left alone,
+                # rather than followed; the others are still repaired.
+                log.warning("recovery left %s alone: %s", rec.name, exc)
             finally:
                 lock.release()
         for entry in os.listdir(self.layout.staging_dir):

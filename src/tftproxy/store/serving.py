@@ -21,7 +21,7 @@ from tftproxy._paths import is_within
 from tftproxy.errors import Refused
 from tftproxy.store.layout import Layout
 from tftproxy.store.links import Links
-from tftproxy.store.names import served_name
+from tftproxy.store.names import Names, served_name
 from tftproxy.store.pins import Pins
 from tftproxy.store.records import RecordFiles
 
@@ -48,7 +48,7 @@ class ServedTree:
         self.root = layout.root
         self.pin_window = pin_window
         self.records = RecordFiles(layout)
-        self._links = Links(layout)
+        self._links = Links(layout, Names(layout))
         self.pins = Pins(layout.pins_dir, pin_window)
 
     def resolve_served(self, requested: str) -> Path:
