@@ -2,21 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Running needs the package and its runtime dependencies only; testing adds the dev tools.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint system-deps bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
 	touch $@
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
 
 # Debian packages the tests drive as real peers (nginx, TFTP clients and servers...).
 system-deps:
 	@scripts/system-deps
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(PY) scripts/demo.py
 
 lint: $(STAMP)

@@ -25,15 +25,17 @@ ALLOWED: dict[str, set[str]] = {
     "_fs": set(),
     "_limits": set(),
     "pxe": {"errors"},
-    "settings": {"errors", "_addr", "jobs.options"},
+    "logs": set(),
+    "_notify": set(),
+    "settings": {"errors", "_addr", "jobs.options", "logs"},
     "store": {"errors", "_fs", "_paths", "pxe"},
     "fetch": {"errors", "_paths", "__init__"},
-    "jobs": {"errors", "fetch", "store"},
-    "tftp": {"errors", "_addr", "_limits", "store.layout", "store.serving"},
-    "api": {"errors", "_addr", "_limits", "__init__", "jobs", "pxe", "settings", "store.aio",
-            "store.serving"},
+    "jobs": {"errors", "fetch", "logs", "store"},
+    "tftp": {"errors", "_addr", "_limits", "logs", "store.layout", "store.serving"},
+    "api": {"errors", "_addr", "_limits", "__init__", "jobs", "logs", "pxe", "settings",
+            "store.aio", "store.serving"},
 }
-EDGES = {"cli", "service", "assemble", "__main__", "__init__"}
+EDGES = {"cli", "service", "assemble", "metrics", "__main__", "__init__"}
 
 
 def _modules() -> dict[str, Path]:

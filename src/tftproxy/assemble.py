@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tftproxy.fetch.options import FetchOptions
 from tftproxy.jobs.options import JobOptions
+from tftproxy.logs import LogConfig, parse_level
 from tftproxy.settings.model import FOREMAN_RELEASE, Settings, is_version
 from tftproxy.store import BootStore
 from tftproxy.store.aio import AsyncStore
@@ -23,8 +24,10 @@ from tftproxy.tftp.server import ServerConfig
 from tftproxy.tftp.workers import TftpHandle
 
 if TYPE_CHECKING:
+    from tftproxy.fetch.results import FetchObserver
     from tftproxy.fetch.schemes import Fetchers
     from tftproxy.jobs.bootfiles import BootFiles
+    from tftproxy.metrics import Metrics
 
 
 # Where the foreman-proxy packages (deb and rpm) install smart-proxy's VERSION file.
@@ -86,7 +89,12 @@ def tftp_config(settings: Settings) -> ServerConfig:
         refresh_hold=settings.refresh_hold,
         max_transfers=settings.tftp_max_transfers,
         max_per_client=settings.tftp_max_per_client,
+        metrics=settings.metrics,
     )
+
+
+def log_config(settings: Settings) -> LogConfig:
+    return LogConfig(settings.log_file, parse_level(settings.log_level))
 
 
 def store(settings: Settings, *, create: bool = True) -> BootStore:
@@ -108,20 +116,25 @@ def served_tree(settings: Settings) -> ServedTree:
     return ServedTree(Layout.at(settings.tftproot), settings.pin_window)
 
 
-def fetcher(settings: Settings) -> Fetchers:
+def fetcher(settings: Settings, observer: FetchObserver | None = None) -> Fetchers:
     # Imported here: `tftproxy tftpd` serves TFTP from its own process and never needs the
     # HTTP client (nor its memory).
     from tftproxy.fetch.schemes import Fetchers
 
-    return Fetchers(fetch_options(settings))
+    return Fetchers(fetch_options(settings), observer)
 
 
-def boot_files(settings: Settings, tree: BootStore | None = None) -> BootFiles:
-    """The fetch service, over ``tree`` (or the store of the settings' root)."""
+def boot_files(settings: Settings, tree: BootStore | None = None,
+               metrics: Metrics | None = None) -> BootFiles:
+    """The fetch service, over ``tree`` (or the store of the settings' root); ``metrics``
+    observes its fetches."""
     from tftproxy.jobs.bootfiles import BootFiles
 
-    return BootFiles(AsyncStore(tree or store(settings)), fetcher(settings),
-                     job_options(settings))
+    files = BootFiles(AsyncStore(tree or store(settings)), fetcher(settings, metrics),
+                      job_options(settings), metrics)
+    if metrics is not None:
+        files.store.on_collect = metrics.collected
+    return files
 
 
 def start_tftp(settings: Settings, tree: ServedTree) -> TftpHandle:
@@ -130,4 +143,5 @@ def start_tftp(settings: Settings, tree: ServedTree) -> TftpHandle:
     Returns once the addresses are bound (raises OSError if one cannot be); the workers
     answer from then on. ``handle.close()`` stops them.
     """
-    return TftpHandle(tree, settings.tftp_listen, settings.tftp_workers, tftp_config(settings))
+    return TftpHandle(tree, settings.tftp_listen, settings.tftp_workers, tftp_config(settings),
+                      log_config=log_config(settings))

@@ -26,7 +26,9 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   ├── ConfigNotFound
     │   └── JobNotFound
     ├── LocalFailure               this machine's disk or tftproxy's own state failed
-    │   └── RecordUnreadable       a record written by a newer tftproxy, or damaged
+    │   ├── RecordUnreadable       a record written by a newer tftproxy, or damaged
+    │   ├── NotWritable            the tree is not writable by this user (the fix is named)
+    │   └── ShuttingDown           the service is stopping and takes no new work
     └── UpstreamError              a download failed; the last good version is kept
         ├── ManifestError          a checksum manifest that cannot be read
         └── VerificationError      a download that does not match its manifest
@@ -131,6 +133,14 @@ class LocalFailure(TftproxyError):
 
 class RecordUnreadable(LocalFailure, ValueError):
     """A record that cannot be read: damaged, or written by a newer tftproxy."""
+
+
+class NotWritable(LocalFailure):
+    """The TFTP root cannot be written by the user tftproxy runs as; the message names the fix."""
+
+
+class ShuttingDown(LocalFailure):
+    """The service is draining (SIGTERM): running work finishes, new work is refused."""
 
 
 class UpstreamError(TftproxyError):

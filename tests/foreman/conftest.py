@@ -10,7 +10,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from tests.api.certs import Pki
-from tests.helpers.nginx import free_port
+from tests.helpers.nginx import free_port, wait_listening
 
 CLIENT = Path(__file__).with_name("foreman_client.rb")
 # What smart-proxy (PR #958) announces for its tftp module, and tftproxy with it.
@@ -103,21 +102,6 @@ class Served:
         return result["value"]
 
 
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    import socket
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"tftproxy serve exited: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"tftproxy serve did not listen: {log.read_text()}")
-
-
 @pytest.fixture
 def serve(tmp_path: Path, pki: Pki) -> Iterator[Callable[..., Served]]:
     """``serve(scheme, **settings)``: tftproxy serve with both listeners; Foreman uses
@@ -145,7 +129,7 @@ def serve(tmp_path: Path, pki: Pki) -> Iterator[Callable[..., Served]]:
                                      str(config)], stdout=out, stderr=subprocess.STDOUT,
                                     env=env)
         procs.append(proc)
-        _wait_listening(proc, ports[scheme], log)
+        wait_listening(proc, ports[scheme], "tftproxy serve", 20, log.read_text)
         ssl = None
         if scheme == "https":
             ssl = {"ca": pki.ca.cert, "cert": pki.trusted.cert, "key": pki.trusted.key}

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 # Straight to loopback, whatever proxy the environment names.
@@ -22,19 +23,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
-    """Return once ``proc`` accepts connections on the loopback ``port`` (10 s at most)."""
-    deadline = time.monotonic() + 10
+def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, limit: float = 10,
+                   why: Callable[[], str] | None = None) -> None:
+    """Until ``proc`` accepts connections on loopback ``port``; RuntimeError (with ``why()``,
+    its own account, by default its standard error) if it exits first or ``limit`` seconds
+    pass."""
+    if why is None:
+        def why() -> str:
+            return proc.stderr.read().decode() if proc.stderr else ""
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"{what} failed: {err}") from None
+                raise RuntimeError(f"{what} failed: {why()}") from None
             time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start listening within 10 s")
+    raise RuntimeError(f"{what} did not start listening within {limit:g} s")
 
 
 def find_program(name: str, package: str) -> str:

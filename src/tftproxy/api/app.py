@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tftproxy._addr import parse_listen
-from tftproxy.api import bootfiles, httpboot, logs, openapi, proxy, pxe
+from tftproxy.api import bootfiles, httpboot, logs, monitor, openapi, proxy, pxe
 from tftproxy.api.auth import Authorizer
 from tftproxy.api.connections import ConnectionGuard, ConnectionLimits
-from tftproxy.api.context import CONTEXT, ApiContext
+from tftproxy.api.context import CONTEXT, ApiContext, Health, MetricsRenderer
 from tftproxy.api.responses import not_allowed, plain_text_errors
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
@@ -43,6 +43,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/version", proxy.version),
     Route("GET", "/v2/features", proxy.features_v2),
     Route("GET", openapi.PATH, openapi.document),
+    Route("GET", "/health", monitor.health),
+    Route("GET", "/ready", monitor.ready),
+    Route("GET", "/metrics", monitor.metrics),
     Route("POST", "/tftp/fetch_boot_file", bootfiles.fetch_boot_file),
     Route("POST", "/tftp/fetch_and_process", bootfiles.fetch_and_process),
     Route("GET", "/tftp/fetch_boot_file/{job_id}", bootfiles.fetch_job_status),
@@ -99,27 +102,34 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
 def create_app(settings: Settings, files: BootFiles, store: AsyncStore, *,
                log_buffer: logs.LogBuffer | None = None,
                httpboot_tree: ServedTree | None = None,
-               limits: ConnectionLimits | None = None) -> web.Application:
+               limits: ConnectionLimits | None = None,
+               health: Health | None = None,
+               metrics: MetricsRenderer | None = None) -> web.Application:
     """The API application; ``files`` runs the fetch jobs, ``store`` is the tree.
 
     ``log_buffer`` is what ``GET /logs/`` lists: the handler the process's logging feeds
     (without one, an empty buffer). ``httpboot_tree`` is the tree HTTP boot serves when it
     is not the TFTP root. A listener bound to port 0 reports its port with :func:`bound`.
     Listeners made with :class:`GuardedSite` and ``app[GUARD]`` apply ``limits`` to
-    connections.
+    connections. ``health`` is what ``/ready`` reports (ready at once without one),
+    ``metrics`` renders ``/metrics``.
     """
     app = web.Application(client_max_size=MAX_BODY)
     buffer = log_buffer or logs.LogBuffer(settings.log_buffer, settings.log_buffer_errors)
-    app[CONTEXT] = ApiContext(settings=settings, files=files, store=store, logs=buffer,
-                              ports=_configured_ports(settings), httpboot_tree=httpboot_tree)
+    if health is None:
+        health = Health(recovered=True, listening=True)
+    ctx = ApiContext(settings=settings, files=files, store=store, logs=buffer,
+                     ports=_configured_ports(settings), httpboot_tree=httpboot_tree,
+                     health=health, metrics=metrics)
+    app[CONTEXT] = ctx
     app[GUARD] = guard = ConnectionGuard(limits or connection_limits(settings))
     # Outermost first: the connection guard learns a header is complete, records are tagged
     # with the request's id, every failure becomes plain text, then the trusted_hosts/TLS
-    # guard.
+    # guard (with the settings in force: a reload replaces them).
     app.middlewares.append(guard.middleware)
     app.middlewares.append(logs.request_ids)
     app.middlewares.append(plain_text_errors)
-    app.middlewares.append(Authorizer(settings).middleware)
+    app.middlewares.append(Authorizer(lambda: ctx.settings).middleware)
     by_path: dict[str, dict[str, Handler]] = {}
     for route in ROUTES:
         by_path.setdefault(route.path, {})[route.method] = route.handler

@@ -24,6 +24,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -146,9 +147,15 @@ def _why(exc: BaseException) -> str:
 class Authorizer:
     """Decides, per request, whether a protected route may be used."""
 
-    def __init__(self, settings: Settings, dns: ReverseDns | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | Callable[[], Settings],
+                 dns: ReverseDns | None = None) -> None:
+        # A callable gives the settings in force for each request (they change on reload).
+        self._settings = settings if callable(settings) else (lambda: settings)
         self.dns = dns or ReverseDns()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings()
 
     async def check(self, request: web.Request) -> None:
         tls = peer_ssl(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,35 @@ from tftproxy.store.serving import ServedTree
 if TYPE_CHECKING:
     from tftproxy.api.logs import LogBuffer
 
+# The exposition text of /metrics and its content type; it does file work (off the loop).
+MetricsRenderer = Callable[[], tuple[bytes, str]]
 
-@dataclass(frozen=True)
+
+@dataclass
+class Health:
+    """What readiness depends on; ``serve`` keeps it current."""
+
+    recovered: bool = False
+    listening: bool = False
+    draining: bool = False
+    # Further checks: each returns what is wrong, or None.
+    checks: list[Callable[[], str | None]] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.recovered:
+            out.append("the store has not finished crash recovery")
+        if not self.listening:
+            out.append("the listeners are not all up")
+        if self.draining:
+            out.append("tftproxy is shutting down")
+        out += [p for check in self.checks if (p := check()) is not None]
+        return out
+
+
+@dataclass
 class ApiContext:
+    # Replaced as a whole by a reload (SIGHUP): handlers read it per request.
     settings: Settings
     files: BootFiles
     store: AsyncStore
@@ -28,6 +55,8 @@ class ApiContext:
     ports: dict[str, int] = field(default_factory=dict)
     # The tree /httpboot/ and /EFI/ serve when httpboot_root_dir is not the TFTP root.
     httpboot_tree: ServedTree | None = None
+    health: Health = field(default_factory=Health)
+    metrics: MetricsRenderer | None = None
     archives: Archives = field(init=False)
 
     def __post_init__(self) -> None:

@@ -70,12 +70,17 @@ class _PinnedFileResponse(web.FileResponse):
         super().__init__(f"/proc/self/fd/{served.fd}", headers={"Content-Type": content_type})
         fd = served.fd
         self._release = weakref.finalize(self, _close_fd, fd)
+        self.sent_bytes = 0
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         try:
-            return await super().prepare(request)
+            writer = await super().prepare(request)
         finally:
             self._release()
+        # Reached only when the whole body went out (a broken send raises): the access log
+        # reads it, since sendfile() bypasses aiohttp's own byte count.
+        self.sent_bytes = self.content_length or 0
+        return writer
 
 
 def _close_fd(fd: int) -> None:

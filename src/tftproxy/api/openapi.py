@@ -258,6 +258,25 @@ def openapi_document() -> dict[str, Any]:
                                            "additionalProperties": {"type": "string"}}},
             }, "Version document")},
         }},
+        "/health": {"get": {
+            "operationId": "getHealth", "summary": "Liveness: the service answers (no "
+            "authentication)",
+            "responses": {"200": {"description": "`ok`", "content": _TEXT}},
+        }},
+        "/ready": {"get": {
+            "operationId": "getReady",
+            "summary": "Readiness: store recovered, listeners and TFTP workers up, not "
+            "stopping (no authentication)",
+            "responses": {"200": {"description": "`ready`", "content": _TEXT},
+                          "503": _error("What is not ready")},
+        }},
+        "/metrics": {"get": {
+            "operationId": "getMetrics",
+            "summary": "Prometheus metrics, every TFTP worker summed (no authentication)",
+            "responses": {"200": {"description": "Prometheus text exposition format",
+                                  "content": _TEXT},
+                          "404": _error("Metrics are turned off (metrics: false)")},
+        }},
         "/v2/features": {"get": {
             "operationId": "getFeaturesV2",
             "summary": "Modules with their state, listeners, settings and capabilities",

@@ -22,6 +22,7 @@ from tftproxy.errors import (
     LocalFailure,
     NotFound,
     Refused,
+    ShuttingDown,
     TftproxyError,
     UnknownVariant,
     UnsupportedMediaType,
@@ -43,6 +44,7 @@ STATUS: tuple[tuple[type[TftproxyError], int], ...] = (
     (Conflict, 409),
     (NotFound, 404),
     (UpstreamError, 502),
+    (ShuttingDown, 503),
     (LocalFailure, 500),
 )
 

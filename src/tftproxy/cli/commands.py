@@ -25,31 +25,49 @@ log = logging.getLogger("tftproxy")
 
 
 def _overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    return {"tftproot": getattr(args, "root", None), **extra}
+    level = "DEBUG" if getattr(args, "verbose", False) else getattr(args, "log_level", None)
+    return {"tftproot": getattr(args, "root", None), "log_level": level, **extra}
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    """The settings of a command: its files, the environment, then its flags."""
     return load_settings(getattr(args, "config", None), _overrides(args, **extra),
                          settings_dir=getattr(args, "settings_dir", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from tftproxy import assemble, logs
     from tftproxy.service import run_server
 
     # An explicit --listen asks for HTTP even where a smart-proxy settings.yml has no http_port.
     http = {"listen": args.listen, "http_enabled": True} if args.listen else {}
-    settings = _settings(args, **http, tftp_listen=args.tftp_listen)
+
+    def load() -> Settings:
+        return settings_from(args, **http, tftp_listen=args.tftp_listen)
+
+    settings = load()
     refused = refuse_foreign_tree(Layout.at(settings.tftproot), "serve")
     if refused is not None:
         return refused
-    return asyncio.run(run_server(settings))
+    logs.configure(assemble.log_config(settings))
+    return asyncio.run(run_server(settings, reload=load))
 
 
 def cmd_tftpd(args: argparse.Namespace) -> int:
-    from tftproxy import assemble
+    from tftproxy import assemble, logs
+    from tftproxy.logs import parse_level
+    from tftproxy.tftp.server import ServerConfig
     from tftproxy.tftp.workers import serve_foreground
 
-    settings = _settings(args, tftp_listen=args.listen, tftp_workers=args.workers)
+    def load() -> Settings:
+        return settings_from(args, tftp_listen=args.listen, tftp_workers=args.workers)
+
+    def reload() -> tuple[ServerConfig, int]:
+        new = load()
+        return assemble.tftp_config(new), parse_level(new.log_level)
+
+    settings = load()
+    logs.configure(assemble.log_config(settings))
     if not settings.tftp_listen:
         print("tftproxy tftpd: no address to serve: give --listen HOST:PORT "
               "(or the tftp_listen setting)", file=sys.stderr)
@@ -60,7 +78,9 @@ def cmd_tftpd(args: argparse.Namespace) -> int:
         return 2
     _report_ownership(Layout.at(settings.tftproot))
     return serve_foreground(assemble.served_tree(settings), settings.tftp_listen,
-                            settings.tftp_workers, assemble.tftp_config(settings))
+                            settings.tftp_workers, assemble.tftp_config(settings),
+                            drain_timeout=settings.drain_timeout,
+                            log_config=assemble.log_config(settings), reload=reload)
 
 
 def _report_ownership(layout: Layout) -> None:
@@ -89,7 +109,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from tftproxy import assemble
     from tftproxy.jobs.bootfiles import results_log
 
-    settings = _settings(args)
+    settings = settings_from(args)
     act_as_tree_owner(Layout.at(settings.tftproot))
     bar = ProgressBar(sys.stderr)
     results_log.disabled = True  # the outcome is printed below, once
@@ -119,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tftproxy import assemble
     from tftproxy.jobs.status import status_report
 
-    settings = _settings(args)
+    settings = settings_from(args)
     act_as_tree_owner(Layout.at(settings.tftproot))
     report = status_report(assemble.store(settings, create=False))
     if args.json:
@@ -127,7 +147,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print()
         return 0
     files = report["files"]
-    if not files:
+    for u in report["unmanaged"]:
+        print(f"{u['name']}\n  state:        unmanaged (a plain file: `tftproxy adopt` "
+              f"brings it under management)\n  size:         {u['size']} bytes")
+    if not files and not report["unmanaged"]:
         print(f"no boot files published under {settings.tftproot}")
         return 0
     for f in files:
@@ -135,8 +158,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  state:        {f['state']}")
         cur = f.get("current")
         if cur:
-            print(f"  source:       {cur['source']}")
-            if cur["final_url"] != cur["source"]:
+            print(f"  source:       {cur['source'] or 'unknown (adopted)'}")
+            if cur["final_url"] and cur["final_url"] != cur["source"]:
                 print(f"  fetched from: {cur['final_url']}")
             print(f"  size:         {cur['size']} bytes")
             print(f"  sha256:       {cur['sha256']}")
@@ -164,7 +187,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from tftproxy import assemble
     from tftproxy.store.gc import GcReport, collect
 
-    settings = _settings(args)
+    settings = settings_from(args)
     grace = settings.gc_grace if args.grace is None else args.grace
     act_as_tree_owner(Layout.at(settings.tftproot))
     store = assemble.store(settings, create=False)
@@ -175,6 +198,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
             json.dump(GcReport(dry_run=args.dry_run, grace=grace).to_json(), sys.stdout, indent=2)
             print()
         return 0
+    if args.unreferenced:
+        from tftproxy.store.adoption import unreferenced
+
+        names = unreferenced(store.layout, store.records, grace)
+        if not args.dry_run:
+            names = store.adoption.retire(names)
+        for name in names:
+            print(f"{'would remove' if args.dry_run else 'removed'} {name}: no PXE config "
+                  f"names it")
     report = collect(store, grace, dry_run=args.dry_run)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)

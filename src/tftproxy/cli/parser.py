@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 from tftproxy import __version__
-from tftproxy.cli import commands
+from tftproxy.cli import admin, commands
+from tftproxy.logs import parse_level
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, *, user: bool = False) -> None:
     p.add_argument("--settings-dir", type=Path, metavar="DIR",
                    help="a smart-proxy settings directory (settings.yml, settings.d/tftp.yml), "
                    "e.g. /etc/foreman-proxy")
@@ -17,6 +18,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="tftproxy's YAML settings file (wins over --settings-dir)")
     p.add_argument("--root", type=Path, metavar="DIR",
                    help="the TFTP root (smart-proxy's tftproot; default /var/lib/tftpboot)")
+    if user:
+        p.add_argument("--user", default=admin.DEFAULT_USER,
+                       help="the user the service runs as (default foreman-proxy)")
+    p.add_argument("--log-level", type=_level, metavar="LEVEL",
+                   help="DEBUG, INFO, WARN, ERROR or FATAL (default: the log_level setting; "
+                   "one-shot commands log errors only)")
+
+
+def _level(text: str) -> str:
+    try:
+        parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +94,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only report what would be deleted; writes nothing, creates no store")
     p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="keep what became unused less than this long ago (default: gc_grace)")
+    p.add_argument("--unreferenced", action="store_true",
+                   help="also remove boot files under boot/ (published or plain) that no PXE "
+                   "config names and that were not fetched or checked within the grace "
+                   "period; never done without this flag")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=commands.cmd_gc)
+
+    p = sub.add_parser("setup", help="prepare the TFTP root for the service user (as root)",
+                       description="Run once as root, as an installer would: create the TFTP "
+                       "root if missing (root-owned, 0755), give tftproxy's state directory "
+                       ".tftproxy/ to the service user, and create the published directories "
+                       "(boot/, pxelinux.cfg/, grub2/...) that are missing, owned by that user. "
+                       "What exists is not changed; a directory the user cannot write is "
+                       "named with its fix.")
+    _add_common(p, user=True)
+    p.set_defaults(func=admin.cmd_setup)
+
+    p = sub.add_parser("install-unit", help="install the systemd unit (as root)",
+                       description="Write tftproxy.service for this installation (its "
+                       "ExecStart, user, TFTP root) into the unit directory, the annotated "
+                       "example configuration where --config points if nothing is there, "
+                       "and reload systemd when it runs.")
+    _add_common(p, user=True)
+    p.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"), metavar="DIR",
+                   help="where the unit goes (default /etc/systemd/system)")
+    p.add_argument("--print", action="store_true", dest="print_only",
+                   help="print the unit instead of installing anything")
+    p.set_defaults(func=admin.cmd_install_unit)
+
+    p = sub.add_parser("adopt", help="bring files smart-proxy downloaded under management",
+                       description="Files under boot/ that are plain files (smart-proxy's "
+                       "in-place downloads) are hashed into the content store and replaced by "
+                       "links to the same bytes, grouped into boot sets by prefix. With a "
+                       "known source (--source), a file is verified against its "
+                       "distribution's checksums, and refetched when it is truncated or "
+                       "cannot be verified. `tftproxy status` lists what is still unmanaged.")
+    _add_common(p)
+    p.add_argument("--source", action="append", default=[], metavar="NAME=URL",
+                   help="where NAME (relative to the root) was downloaded from; repeatable")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be adopted")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="only these files (default: every unmanaged file under boot/)")
+    p.set_defaults(func=admin.cmd_adopt)
 
     p = sub.add_parser("config", help="print the effective settings and where each came from",
                        description="Print every setting's effective value as tftproxy YAML, each "

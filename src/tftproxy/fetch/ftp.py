@@ -30,6 +30,7 @@ from tftproxy.errors import UpstreamError
 from tftproxy.fetch.options import FetchOptions
 from tftproxy.fetch.results import (
     Downloaded,
+    FetchObserver,
     NotModified,
     OnResponse,
     ProgressFn,
@@ -58,8 +59,9 @@ def mdtm_to_http_date(value: str) -> str | None:
 class FtpFetcher:
     """Downloads ``ftp://`` URLs with the timeouts, retries and size limit of the settings."""
 
-    def __init__(self, options: FetchOptions) -> None:
+    def __init__(self, options: FetchOptions, observer: FetchObserver | None = None) -> None:
         self.options = options
+        self.observer = observer
 
     async def close(self) -> None:
         """Nothing is kept between downloads: each opens its own control connection."""
@@ -112,7 +114,8 @@ class FtpFetcher:
                     sha256, got = await copy_body(
                         _reader(stream, self.options), await sink(), expected=length,
                         progress=progress, max_file_size=self.options.max_file_size,
-                        min_rate=self.options.min_rate, rate_window=self.options.rate_window)
+                        min_rate=self.options.min_rate, rate_window=self.options.rate_window,
+                        written=self.observer.downloaded if self.observer else None)
                 return Downloaded(url, validators, sha256, got)
 
     async def _text_attempt(self, url: str, limit: int) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from tftproxy.errors import UpstreamError
 from tftproxy.fetch.options import FetchOptions
 from tftproxy.fetch.results import (
     Downloaded,
+    FetchObserver,
     NotModified,
     OnResponse,
     ProgressFn,
@@ -63,8 +65,9 @@ def _content_length(resp: aiohttp.ClientResponse) -> int | None:
 class Fetcher:
     """Downloads with the timeouts, retries, TLS and proxy rules of the settings."""
 
-    def __init__(self, options: FetchOptions) -> None:
+    def __init__(self, options: FetchOptions, observer: FetchObserver | None = None) -> None:
         self.options = options
+        self.observer = observer
         self._session: aiohttp.ClientSession | None = None
         self._session_lock = asyncio.Lock()
 
@@ -184,6 +187,8 @@ class Fetcher:
         with self.mapped_errors():
             async with headers_due, await self.request("GET", url, headers) as resp:
                 headers_due.reschedule(None)
+                if self.observer is not None:
+                    self.observer.response(resp.status, "download")
                 final_url = str(resp.url)
                 validators = Validators(
                     etag=resp.headers.get("ETag"),
@@ -202,7 +207,7 @@ class Fetcher:
                     await on_response(validators)
                 # The staging file is made only now: an up-to-date check creates no file.
                 return await stream_body(resp, await sink(), final_url, validators, progress,
-                                         self.options)
+                                         self.options, observer=self.observer)
 
     async def _preflight(self, url: str) -> None:
         with self.mapped_errors():
@@ -216,6 +221,8 @@ class Fetcher:
     async def _text_attempt(self, url: str, limit: int) -> str | None:
         with self.mapped_errors():
             async with await self.request("GET", url, {"Accept-Encoding": "identity"}) as resp:
+                if self.observer is not None:
+                    self.observer.response(resp.status, "manifest")
                 if resp.status in ABSENT:
                     return None
                 if resp.status >= 500:
@@ -244,6 +251,9 @@ class Fetcher:
             allow_redirects=o.max_redirects > 0,
             max_redirects=o.max_redirects + 1,
             proxy=o.http_proxy,
+            # Per request, not per session: a reload (SIGHUP) applies to the next request.
+            timeout=aiohttp.ClientTimeout(total=None, connect=o.connect_timeout,
+                                          sock_read=o.stall_timeout),
         )
 
     @contextlib.contextmanager
@@ -267,8 +277,11 @@ class Fetcher:
         except aiohttp.ServerTimeoutError:
             raise UpstreamError(f"stalled: no data for {o.stall_timeout:g} s",
                              retryable=True) from None
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise UpstreamError(f"cannot connect to the HTTP proxy {o.http_proxy}: "
+                                f"{_os_reason(exc.os_error)}", retryable=True) from None
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(f"cannot connect: {exc.os_error.strerror or exc}",
+            raise UpstreamError(f"cannot connect: {_os_reason(exc.os_error)}",
                              retryable=True) from None
         except (aiohttp.ClientConnectionError, ConnectionError) as exc:
             raise UpstreamError(f"connection lost: {_cause(exc)}", retryable=True) from None
@@ -295,11 +308,13 @@ async def stream_body(
     *,
     limit: int | None = None,
     limit_name: str = "max_file_size",
+    observer: FetchObserver | None = None,
 ) -> Downloaded:
     """The body into ``sink``, hashed on the way; its length checked against
     ``validators.content_length``; more than ``limit`` bytes (``options.max_file_size``
     unless given; ``limit_name`` in the message) stops it at once, and so does a body slower
-    than ``options.min_rate`` over ``options.rate_window``."""
+    than ``options.min_rate`` over ``options.rate_window``. ``observer`` hears how many bytes
+    were written, whatever the outcome."""
 
     async def read() -> bytes:
         try:
@@ -314,8 +329,16 @@ async def stream_body(
     sha256, size = await copy_body(
         read, sink, expected=validators.content_length, progress=progress,
         max_file_size=options.max_file_size if limit is None else limit, limit_name=limit_name,
-        min_rate=options.min_rate, rate_window=options.rate_window)
+        min_rate=options.min_rate, rate_window=options.rate_window,
+        written=observer.downloaded if observer is not None else None)
     return Downloaded(final_url, validators, sha256, size)
+
+
+def _os_reason(err: OSError) -> str:
+    # asyncio words a refused connect "Connect call failed (addr)"; the errno says it plainly.
+    if err.errno:
+        return os.strerror(err.errno)
+    return err.strerror or str(err)
 
 
 def _cause(exc: BaseException) -> str:

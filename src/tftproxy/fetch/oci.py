@@ -333,6 +333,9 @@ class OciClient:
         url = src.api("blobs", layer.digest)
 
         async def handle(resp: aiohttp.ClientResponse) -> Downloaded:
+            observer = self.fetcher.observer
+            if observer is not None:
+                observer.response(resp.status, "download")
             await _check_status(resp, src, f"layer {layer.digest}", self.auth)
             announced = resp.headers.get("Content-Length")
             if (announced is not None and announced.isdigit() and not resp.headers.get(
@@ -342,7 +345,8 @@ class OciClient:
             got = await stream_body(resp, await sink(), str(resp.url),
                                     Validators(None, None, layer.size), progress,
                                     self.fetcher.options, limit=layer.size,
-                                    limit_name="the size the manifest gives")
+                                    limit_name="the size the manifest gives",
+                                    observer=observer)
             if got.sha256 != layer.sha256:
                 raise UpstreamError(f"{src.shown()}: {src.title!r} has sha256 {got.sha256}, "
                                     f"the manifest says {layer.digest}", retryable=True)

@@ -64,3 +64,14 @@ class Downloader(Protocol):
     async def get_text(self, url: str, limit: int) -> str | None: ...
 
     async def close(self) -> None: ...
+
+
+class FetchObserver(Protocol):
+    """Told what upstream answered (metrics); every method must be cheap and never raise."""
+
+    def response(self, status: int, kind: str) -> None:
+        """An HTTP response's status code, each attempt counted; ``kind`` is ``download``
+        (a boot file) or ``manifest`` (a checksum manifest probe)."""
+
+    def downloaded(self, size: int) -> None:
+        """Bytes of a response body written to a staging file."""

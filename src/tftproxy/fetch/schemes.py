@@ -21,6 +21,7 @@ from tftproxy.fetch.options import FetchOptions
 from tftproxy.fetch.results import (
     Downloaded,
     Downloader,
+    FetchObserver,
     NotModified,
     OnResponse,
     ProgressFn,
@@ -60,18 +61,29 @@ class Fetchers:
     :class:`~tftproxy.fetch.results.Downloader`, and the registry client of OCI sources
     (``oci``), which works over the http(s) session."""
 
-    def __init__(self, options: FetchOptions) -> None:
-        self.options = options
-        self.http = Fetcher(options)
+    def __init__(self, options: FetchOptions, observer: FetchObserver | None = None) -> None:
+        self.http = Fetcher(options, observer)
         self.oci = OciClient(self.http)
+        self.observer = observer
         self._ftp: FtpFetcher | None = None
+
+    @property
+    def options(self) -> FetchOptions:
+        return self.http.options
+
+    @options.setter
+    def options(self, options: FetchOptions) -> None:
+        """New limits (a reload), for every scheme's next request."""
+        self.http.options = options
+        if self._ftp is not None:
+            self._ftp.options = options
 
     def _ftp_fetcher(self) -> FtpFetcher:
         if self._ftp is None:
             # Imported on first use: most trees are served over http only.
             from tftproxy.fetch.ftp import FtpFetcher
 
-            self._ftp = FtpFetcher(self.options)
+            self._ftp = FtpFetcher(self.options, self.observer)
         return self._ftp
 
     def _for(self, url: str) -> Downloader:

@@ -119,14 +119,16 @@ class BodyBroken(Exception):
 async def copy_body(read: Callable[[], Awaitable[bytes]], sink: Sink, *, expected: int | None,
                     progress: ProgressFn | None, max_file_size: int,
                     limit_name: str = "max_file_size", min_rate: int = 0,
-                    rate_window: float = 60.0) -> tuple[str, int]:
+                    rate_window: float = 60.0,
+                    written: Callable[[int], None] | None = None) -> tuple[str, int]:
     """Every chunk ``read()`` gives, until it gives ``b""``, into ``sink``; (sha256, size).
 
     ``read`` raises :class:`UpstreamError` for what it can name itself (a stall) and
     :class:`BodyBroken` for a body that ended early; its length is checked against
     ``expected`` (the server's Content-Length, an FTP server's SIZE); more than
     ``max_file_size`` bytes (``limit_name`` in the message) stops it at once; so does a body
-    slower than ``min_rate`` bytes/s over a ``rate_window`` (0: no floor).
+    slower than ``min_rate`` bytes/s over a ``rate_window`` (0: no floor). ``written`` hears
+    the bytes received, whatever the outcome (the metrics of downloaded bytes).
     """
     writer = HashingWriter(sink)
     floor = RateFloor(min_rate, rate_window, time.monotonic())
@@ -166,6 +168,8 @@ async def copy_body(read: Callable[[], Awaitable[bytes]], sink: Sink, *, expecte
                             local=True) from None
     finally:
         writer.close()
+        if written is not None:
+            written(size)
     if expected is not None and size != expected:
         raise UpstreamError(f"truncated: got {size} of {expected} bytes", retryable=True)
     if progress is not None:

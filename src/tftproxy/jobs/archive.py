@@ -44,6 +44,7 @@ class Archives:
     async def request(self, spec: ExtractSpec, progress: ProgressFn | None = None) -> Job:
         """Start (or join, for the same request) the archive's job; InputError if bad."""
         files = self.files
+        files.check_open()
         if check_scheme(spec.source) not in FETCHED:
             raise UnsupportedSource(f"{spec.source!r}: archives are fetched over http, "
                                     "https, ftp or oci only")
@@ -88,6 +89,8 @@ class ArchiveTransaction:
         self.changes = SetChanges(self._store, self._lockset, files.options.refresh_mode,
                                   spec.set_id, OciManifests(files.checker.oci))
         self._done = done
+        # Whether the archive had a published version when the transaction began.
+        self.had_version = False
 
     # ------------------------------------------------------------------- run
 
@@ -110,6 +113,7 @@ class ArchiveTransaction:
         records = {name: await store.repaired_record(name) for name in spec.names}
         rec = records[spec.destination]
         cur = rec.current if rec is not None else None
+        self.had_version = cur is not None
         try:
             for name, record in records.items():
                 if record is None or record.current is None:
@@ -180,8 +184,13 @@ class ArchiveTransaction:
     async def _verified(self, check: Changed) -> Version:
         """The new archive checked against the checksums published beside it."""
         cache = ManifestCache(self._files.fetcher, beside=True)
-        how = (await verify(cache, check.version.final_url, check.version.sha256,
-                            self._files.options.verify, check.name)).how
+        try:
+            how = (await verify(cache, check.version.final_url, check.version.sha256,
+                                self._files.options.verify, check.name)).how
+        except UpstreamError as exc:
+            if self._files.observer is not None:
+                self._files.observer.verification_failed(exc.reason)
+            raise
         return replace(check.version, verified=how)
 
     async def _extract(self, path: str, archive: Version,

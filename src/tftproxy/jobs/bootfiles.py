@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Protocol
 
-from tftproxy.errors import InputError
+from tftproxy.errors import InputError, ShuttingDown
 from tftproxy.fetch.schemes import Fetchers, check_scheme, file_name
 from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
+from tftproxy.jobs.observer import JobObserver
 from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry, ProgressFn
 from tftproxy.jobs.results import FetchResult, failure_text
 from tftproxy.jobs.transaction import SetTransaction
+from tftproxy.logs import fields
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.recovery import RecoveryReport
 
@@ -28,6 +31,9 @@ results_log = logging.getLogger("tftproxy.fetches")
 
 
 class Transaction(Protocol):
+    # Whether the requested name had a published version when the transaction began.
+    had_version: bool
+
     async def run(self) -> FetchResult: ...
 
 
@@ -37,14 +43,41 @@ class BootFiles:
     It owns all three: :meth:`close` ends the jobs and closes the fetcher and the store.
     """
 
-    def __init__(self, store: AsyncStore, fetcher: Fetchers, options: JobOptions) -> None:
+    def __init__(self, store: AsyncStore, fetcher: Fetchers, options: JobOptions,
+                 observer: JobObserver | None = None) -> None:
         self.store = store
         self.fetcher = fetcher
         self.options = options
+        self.observer = observer
         self.registry = JobRegistry(options.job_retention)
         self._locks = LockCache(store)
         self._checker = Checker(store, fetcher, options)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Job] = {}
+        self.draining = False
+        # "<name> <- <url>" of every fetch a drain cancelled.
+        self.aborted: list[str] = []
+
+    def reconfigure(self, options: JobOptions) -> None:
+        """New options for the jobs started from now on (a reload)."""
+        self.options = options
+        self.registry.retention = options.job_retention
+        self._checker.options = options
+
+    async def drain(self, timeout: float) -> list[Job]:  # noqa: ASYNC109 - a grace, not a limit
+        """Refuse new requests, let running jobs finish for up to ``timeout`` seconds, then
+        cancel the rest (each puts back its previous versions); returns the cancelled."""
+        self.draining = True
+        running = list(self._tasks)
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+        late = {task: job for task, job in self._tasks.items() if not task.done()}
+        self.aborted += [f"{job.name} <- {job.url}" for job in late.values()]
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        return list(late.values())
 
     async def recover(self) -> RecoveryReport:
         """Repair what an interrupted run left, then keep records in memory."""
@@ -60,20 +93,22 @@ class BootFiles:
         return report
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.drain(0)
         await self.fetcher.close()
         self._locks.close()
         await self.store.close()
+
+    def check_open(self) -> None:
+        """ShuttingDown once a drain began: no new job starts."""
+        if self.draining:
+            raise ShuttingDown("tftproxy is shutting down: retry in a moment")
 
     def job(self, job_id: str) -> Job | None:
         return self.registry.get(job_id)
 
     async def request(self, prefix: str, url: str, progress: ProgressFn | None = None) -> Job:
         """Start (or join) the fetch of ``url`` to ``prefix``; raises InputError for bad input."""
+        self.check_open()
         if not prefix or not url:
             raise InputError("both 'prefix' and 'path' are required")
         scheme = check_scheme(url)
@@ -84,6 +119,7 @@ class BootFiles:
                             progress: ProgressFn | None = None) -> Job:
         """The same for an exact name (smart-proxy's ``{source, destination}``): its set is
         its directory, as for a prefix ending in ``/``."""
+        self.check_open()
         scheme = check_scheme(url)
         (name,) = await self.store.check_names([name])
         return self._start(name, name.rpartition("/")[0] + "/", url, scheme, progress)
@@ -110,15 +146,21 @@ class BootFiles:
         registry.start(job)
         self.launch(job, SetTransaction(job, store=self.store, checker=self._checker,
                                         registry=self.registry, locks=self._locks,
-                                        options=self.options, manifests=self.fetcher))
+                                        options=self.options, manifests=self.fetcher,
+                                        observer=self.observer))
         return job
 
     def launch(self, job: Job, transaction: Transaction) -> None:
         """Run ``transaction`` for the (registered, started) ``job`` in a task of its own."""
         task = asyncio.get_running_loop().create_task(self._run(job, transaction),
                                                       name=f"fetch {job.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = job
+        task.add_done_callback(self._forget)
+        if self.observer is not None:
+            self.observer.fetch_started()
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     @property
     def checker(self) -> Checker:
@@ -129,11 +171,18 @@ class BootFiles:
         return self._locks
 
     async def _run(self, job: Job, transaction: Transaction) -> None:
+        started = time.monotonic()
         try:
             result = await transaction.run()
         except asyncio.CancelledError:
-            job.finish(FetchResult(status="failed", name=job.name, source=job.url,
-                                   message="cancelled: tftproxy is shutting down"))
+            result = job.failed("aborted: tftproxy is shutting down", kept=transaction.had_version)
+            job.finish(result)
+            self.registry.retire(job)
+            self._observe(result, started)
+            log.warning("aborted fetch of %s for %s after %.1f s (tftproxy is shutting down): "
+                        "%s", job.url, job.name, time.monotonic() - started,
+                        "previous version put back" if transaction.had_version
+                        else "nothing was published", extra=fields(file=job.name, url=job.url))
             raise
         except Exception as exc:  # a bug must still answer the waiting callers
             log.exception("fetch of %s failed unexpectedly", job.url)
@@ -141,12 +190,19 @@ class BootFiles:
                                  message=f"internal error: {exc!r}")
         job.finish(result)
         self.registry.retire(job)
+        self._observe(result, started)
         if result.ok:
             # Up-to-date checks are most requests; the access log already shows them.
             results_log.log(logging.DEBUG if result.status == "unchanged" else logging.INFO,
                             "%s %s <- %s (%s bytes, sha256 %s)", result.status, job.name,
-                            job.url, result.size, result.sha256)
+                            job.url, result.size, result.sha256,
+                            extra=fields(file=job.name, url=job.url, bytes=result.size))
         else:
             # An error, not a warning: the caller may have had its 202 long ago, and this line
             # is what Foreman shows of it (its proxy page lists and counts the proxy's errors).
-            results_log.error("%s (boot file %s)", failure_text(job.url, result), job.name)
+            results_log.error("%s (boot file %s)", failure_text(job.url, result), job.name,
+                              extra=fields(file=job.name, url=job.url))
+
+    def _observe(self, result: FetchResult, started: float) -> None:
+        if self.observer is not None:
+            self.observer.fetch_finished(result, time.monotonic() - started)

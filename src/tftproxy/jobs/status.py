@@ -7,6 +7,7 @@ from typing import Any
 
 from tftproxy.jobs.results import iso_time
 from tftproxy.store import BootStore
+from tftproxy.store.adoption import unmanaged
 
 
 def _state(state: str, hidden: bool) -> str:
@@ -55,4 +56,6 @@ def status_report(store: BootStore) -> dict[str, Any]:
                 for g in srec.generations
             ],
         })
-    return {"root": str(store.root), "files": files, "sets": sets}
+    plain = [{"name": u.name, "size": u.size, "modified": iso_time(u.mtime)}
+             for u in unmanaged(store.layout)]
+    return {"root": str(store.root), "files": files, "sets": sets, "unmanaged": plain}

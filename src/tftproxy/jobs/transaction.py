@@ -29,6 +29,7 @@ from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
 from tftproxy.jobs.hiding import SetChanges, describe_os_error
 from tftproxy.jobs.locking import LockCache, LockSet
+from tftproxy.jobs.observer import JobObserver
 from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry
 from tftproxy.jobs.results import FetchResult
@@ -42,8 +43,12 @@ class SetTransaction:
     """One job's transaction over its boot set; ``changes`` are the check's hooks."""
 
     def __init__(self, job: Job, *, store: AsyncStore, checker: Checker, registry: JobRegistry,
-                 locks: LockCache, options: JobOptions, manifests: TextSource) -> None:
+                 locks: LockCache, options: JobOptions, manifests: TextSource,
+                 observer: JobObserver | None = None) -> None:
         self.job = job
+        self._observer = observer
+        # Whether the name had a published version when the transaction began.
+        self.had_version = False
         self._store = store
         self._checker = checker
         self._registry = registry
@@ -54,7 +59,6 @@ class SetTransaction:
         self.changes = SetChanges(store, self._lockset, options.refresh_mode, job.set_id,
                                   OciManifests(checker.oci))
         self._member_jobs: list[Job] = []
-        self._had_version = False
 
     # ------------------------------------------------------------------- run
 
@@ -81,14 +85,14 @@ class SetTransaction:
         unrestored = self.changes.unrestored
         if unrestored:
             reason += f"; could not put back {', '.join(unrestored)}"
-        return self.job.failed(reason, kept=self._had_version and not unrestored)
+        return self.job.failed(reason, kept=self.had_version and not unrestored)
 
     async def _run_locked(self) -> FetchResult:
         job, store = self.job, self._store
         # The locks were free, so a half-done state is a dead process's: repaired first.
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
-        self._had_version = cur is not None
+        self.had_version = cur is not None
         try:
             if cur is None:
                 # A host may boot during the first fetch (after a 202): our servers hold its
@@ -214,6 +218,8 @@ class SetTransaction:
                                     self._options.verify, c.name)).how
             except UpstreamError as exc:
                 out.append(Failed(c.name, c.url, exc.reason.removeprefix(f"{c.name}: ")))
+                if self._observer is not None:
+                    self._observer.verification_failed(exc.reason)
                 continue
             out.append(replace(c, version=replace(c.version, verified=how)))
         return out

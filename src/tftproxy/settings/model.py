@@ -27,6 +27,7 @@ from pydantic import (
 
 from tftproxy._addr import parse_hostport, parse_listen
 from tftproxy.jobs.options import RefreshMode, VerifyMode
+from tftproxy.logs import SPECIAL_TARGETS, parse_level
 
 __all__ = ["FOREMAN_RELEASE", "MODULES", "TLS_VERSIONS", "FeatureMode", "RefreshMode",
            "Settings", "is_version"]
@@ -374,8 +375,40 @@ class _TftpSettings(BaseModel):
     )
 
 
+class _ServiceSettings(BaseModel):
+    """The service: logs, monitoring, stopping."""
+
+    log_file: str | None = Field(
+        None,
+        description="smart-proxy's :log_file:: a path, STDOUT, STDERR, SYSLOG or JOURNAL "
+        "(JOURNALD); unset: standard error. A file is reopened on SIGUSR1 (logrotate).",
+    )
+    log_level: str = Field(
+        "INFO", description="smart-proxy's :log_level:: DEBUG, INFO, WARN, ERROR or FATAL."
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics on GET /metrics.")
+    drain_timeout: float = Field(
+        20.0, ge=0,
+        description="On SIGTERM, how long running TFTP transfers and fetches may finish "
+        "before the rest are ended (s).",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        parse_level(value)
+        return value.strip().upper()
+
+    @field_validator("log_file")
+    @classmethod
+    def _check_log_file(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.upper() if value.upper() in SPECIAL_TARGETS else value
+
+
 # Fields are listed in the reverse of this order (pydantic collects them base class first).
-class Settings(_TftpSettings, _FetchSettings, _ApiSettings):
+class Settings(_ServiceSettings, _TftpSettings, _FetchSettings, _ApiSettings):
     """Every tftproxy setting, with smart-proxy's names where they exist."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

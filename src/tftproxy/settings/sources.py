@@ -40,12 +40,12 @@ ENV_PREFIX = "TFTPROXY_"
 _GLOBAL_PASSTHROUGH = (
     "ssl_certificate", "ssl_private_key", "ssl_ca_file", "ssl_disabled_ciphers",
     "tls_disabled_versions", "trusted_hosts", "forward_verify", "log_buffer",
-    "log_buffer_errors",
+    "log_buffer_errors", "log_file", "log_level",
 )
 # smart-proxy's global keys that mean nothing to tftproxy: noted, not warned about.
 _GLOBAL_UNUSED = frozenset({
     "settings_directory", "foreman_url", "foreman_ssl_ca", "foreman_ssl_cert", "foreman_ssl_key",
-    "log_file", "log_level", "file_rolling_keep", "file_rolling_size", "file_rolling_age",
+    "file_rolling_keep", "file_rolling_size", "file_rolling_age",
     "file_logging_pattern", "system_logging_pattern",
     "daemon", "daemon_pid", "dns_resolv_timeouts", "virsh_network", "puppet_version",
     "registered_name", "registered_proxy_url", "bmc_default_provider",

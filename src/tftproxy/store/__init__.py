@@ -11,6 +11,8 @@ at any instant is repaired on the next start. The parts, one idea each:
 * :mod:`.transactions` every change of what is published; :mod:`.recovery` crash repair;
 * :mod:`.serving` what readers (TFTP, HTTP boot) may open; :mod:`.pins` which generation a
   client is on; :mod:`.gc` clean-up; :mod:`.configs` the PXE configs;
+* :mod:`.adoption` plain files smart-proxy downloaded, brought under management;
+  :mod:`.setup` who may write the tree; :mod:`.usage` what it holds;
 * :mod:`.aio` the one door for code on an event loop: every call runs on the store's threads.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tftproxy.store.adoption import Adoption
 from tftproxy.store.configs import PxeConfigs
 from tftproxy.store.layout import STATE_DIRNAME, Layout
 from tftproxy.store.links import Links
@@ -49,6 +52,8 @@ class BootStore:
         self.serving = ServedTree(self.layout, pin_window)
         self.pins = self.serving.pins
         self.configs = PxeConfigs(self.root, self.serving)
+        self.adoption = Adoption(self.layout, self.names, self.records, self.links,
+                                 self.objects, self.transactions)
 
     def lock(self, name: str, *, create: bool = True) -> NameLock:
         """The lock of a name (or of ``set:<id>``), shared with every other process;

@@ -64,6 +64,8 @@ class AsyncStore:
         self.store = store
         self.root = store.root
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tftproxy-store")
+        # Told of every clean-up that deleted (metrics).
+        self.on_collect: Callable[[GcReport], None] | None = None
         self._live = LiveRecords()
         self._checked_paths: dict[str, float] = {}
 
@@ -219,7 +221,10 @@ class AsyncStore:
         return await self._run(self.store.serving.is_refreshing, requested)
 
     async def collect(self, grace: float, *, dry_run: bool = False) -> GcReport:
-        return await self._run(collect, self.store, grace, dry_run=dry_run)
+        report = await self._run(collect, self.store, grace, dry_run=dry_run)
+        if not dry_run and self.on_collect is not None:
+            self.on_collect(report)
+        return report
 
     async def check_universe(self, wanted: UniverseParams) -> None:
         """Conflict unless the published universe matches what a host config relies on."""

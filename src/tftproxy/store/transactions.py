@@ -89,6 +89,12 @@ class Transactions:
         self.records.write_record(rec)
         return rec
 
+    def mark_verified(self, name: str, how: str) -> None:
+        """Note how the published content was verified (an adopted file, checked later)."""
+        rec = self.records.record(name, with_checked=False)
+        if rec is not None and rec.current is not None:
+            self.records.write_record(replace(rec, current=replace(rec.current, verified=how)))
+
     def commit(self, name: str, version: Version, set_id: str | None = None) -> Record:
         """Publish one ingested version: a new generation of its set with this name changed."""
         rec = self.records.record(name, with_checked=False)

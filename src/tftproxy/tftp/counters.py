@@ -1,10 +1,22 @@
-"""Per-worker TFTP counters in shared memory, summed by the parent without locks."""
+"""Per-worker TFTP counters in shared memory, summed by the parent without locks.
+
+Besides the counters, each worker's slot holds a histogram of complete transfers' latency
+(request to last ACK): one cell per bucket of :data:`LATENCY_BUCKETS` and one past the last,
+their sum in microseconds and their count. Buckets are stored per bucket (not cumulative);
+the reader makes them cumulative, as Prometheus wants.
+"""
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import struct
 from typing import Final
+
+# Seconds; a boot loader over a LAN takes well under a second, a big initrd over a slow or
+# lossy link minutes.
+LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                          60.0, 120.0, 300.0)
 
 COUNTER_NAMES: Final = (
     "requests",            # datagrams read on the listening sockets
@@ -31,6 +43,10 @@ COUNTER_NAMES: Final = (
     "retransmits",
     "ignored_packets",     # duplicate/stale ACKs and stray datagrams on transfer sockets
     "active",              # gauge: transfers in progress
+    "holding",             # gauge: requests held right now
+    *(f"latency_bucket_{i}" for i in range(len(LATENCY_BUCKETS) + 1)),
+    "latency_sum_us",
+    "latency_count",
 )
 _INDEX: Final = {name: i for i, name in enumerate(COUNTER_NAMES)}
 _U64 = struct.Struct("=Q")
@@ -59,6 +75,17 @@ class Counters:
 
     def set(self, name: str, value: int) -> None:
         _U64.pack_into(self._buf, self._base + _INDEX[name] * 8, value)
+
+    def observe_latency(self, seconds: float) -> None:
+        """Count one complete transfer's latency in the histogram."""
+        self.add(f"latency_bucket_{bisect.bisect_left(LATENCY_BUCKETS, seconds)}")
+        self.add("latency_sum_us", int(seconds * 1e6))
+        self.add("latency_count")
+
+    def reset_gauges(self) -> None:
+        """A new worker in a dead one's slot starts with nothing in progress."""
+        self.set("active", 0)
+        self.set("holding", 0)
 
     def snapshot(self) -> dict[str, int]:
         return read_counters(self._buf, 1, self._base)

@@ -6,20 +6,25 @@ process (rather than a thread per transfer) is what keeps a boot storm fast in P
 hundred threads spend their time handing the GIL around. What a request on a listening socket
 means is :class:`tftproxy.tftp.server.TftpServer`'s business; the loop runs the transfers, their
 timers and their ends. A bug met by one transfer ends that transfer, never the loop.
+
+The loop hears from outside through :class:`~tftproxy.tftp.control.Wakeup`: :meth:`stop`,
+:meth:`drain` (stop reading requests, finish what runs, then return) and the parent's control
+messages. Stopping ends the transfers still running with an ERROR to their clients, each logged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import socket
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
+from tftproxy.tftp.control import Wakeup
 from tftproxy.tftp.counters import Counters
+from tftproxy.tftp.packets import ErrorCode, build_error
 from tftproxy.tftp.protocol import Action, Close, Outcome, Send
 from tftproxy.tftp.transfers import LOG_BUDGET, Transfer, format_peer
 from tftproxy.tftp.udp import Address, Listener
@@ -27,33 +32,6 @@ from tftproxy.tftp.udp import Address, Listener
 log = logging.getLogger("tftproxy.tftp")
 
 _SCAN_INTERVAL: Final = 0.05
-
-
-class Wakeup:
-    """How a worker's loop learns to stop: a self-pipe (:meth:`wake`, safe from any thread or
-    a signal handler) and the parent's control pipe, whose EOF means the parent is gone."""
-
-    def __init__(self, epoll: select.epoll, control_fd: int | None) -> None:
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._control = control_fd
-        self.fds = {self._read} if control_fd is None else {self._read, control_fd}
-        for fd in self.fds:
-            epoll.register(fd, select.EPOLLIN)
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._write, b"x")
-
-    def says_stop(self, fd: int) -> bool:
-        try:
-            data = os.read(fd, 64)
-        except OSError:
-            return False
-        return fd == self._control and not data
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
 
 
 class TransferLoop:
@@ -69,6 +47,8 @@ class TransferLoop:
             self._epoll.register(fd, select.EPOLLIN)
         self._wakeup = Wakeup(self._epoll, control_fd)
         self._stopping = False
+        self._drain_asked = False
+        self._draining = False
         self._closed = False
         self._rbuf = bytearray(2048)
 
@@ -81,12 +61,29 @@ class TransferLoop:
         self._stopping = True
         self._wakeup.wake()
 
+    def drain(self) -> None:
+        """Stop reading requests; :meth:`serve_forever` returns once the transfers and held
+        requests in progress are done. Safe from any thread or a signal handler."""
+        self._drain_asked = True
+        self._wakeup.wake()
+
+    @property
+    def in_progress(self) -> int:
+        return len(self._transfers) + self._held()
+
     def close(self) -> None:
-        """Release everything; transfers still running end as ``shutdown``."""
+        """Release everything; transfers still running end as ``shutdown``, and their
+        clients get an ERROR rather than silence."""
         if self._closed:
             return
         self._closed = True
+        if self._transfers:
+            log.warning("TFTP worker stopping: ending %d transfer(s) in progress",
+                        len(self._transfers))
+        goodbye = build_error(ErrorCode.NOT_DEFINED, "server shutting down")
         for t in list(self._transfers.values()):
+            with contextlib.suppress(OSError):
+                t.send(goodbye)
             self._finish(t, Outcome.SHUTDOWN, "server stopping")
         for lst in self._listeners.values():
             lst.sock.close()
@@ -99,9 +96,9 @@ class TransferLoop:
         """Datagrams are waiting on a listening socket."""
         raise NotImplementedError
 
-    def _waiting(self) -> bool:
-        """Whether anything besides transfers needs the periodic tick."""
-        return False
+    def _held(self) -> int:
+        """Requests waiting besides the transfers (they need the periodic tick too)."""
+        return 0
 
     def _on_tick(self, now: float) -> None:
         """Every scan interval while busy, after the transfers' timers."""
@@ -109,7 +106,28 @@ class TransferLoop:
     def _ended(self, t: Transfer) -> None:
         """A transfer has ended (its slot is free again)."""
 
+    def _timed(self) -> bool:
+        """Whether complete transfers go into the latency histogram."""
+        return True
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        """A control message from the parent; the loop itself knows ``drain``."""
+        if message.get("op") == "drain":
+            self._start_drain()
+        else:
+            log.warning("unknown control message %r", message.get("op"))
+
     # ----------------------------------------------------------------- loop
+
+    def _start_drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        for fd in self._listeners:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+        log.info("TFTP worker draining: no new requests; %d transfer(s) and %d held "
+                 "request(s) in progress", len(self._transfers), self._held())
 
     def serve_forever(self) -> None:
         transfers = self._transfers
@@ -120,8 +138,13 @@ class TransferLoop:
         monotonic = time.monotonic
         next_scan = 0.0
         while not self._stopping:
+            if self._drain_asked:
+                self._start_drain()
+            if self._draining and not transfers and not self._held():
+                log.info("TFTP worker drained: every transfer finished")
+                return
             # Idle: sleep until a request arrives, with no periodic wakeups.
-            busy = transfers or self._waiting()
+            busy = transfers or self._held()
             timeout = max(0.0, next_scan - monotonic()) if busy else -1.0
             try:
                 events = poll(timeout)
@@ -155,13 +178,26 @@ class TransferLoop:
                     elif actions:
                         self._apply(t, actions)
                 elif fd in listeners:
-                    self._on_listener(listeners[fd], now)
-                elif fd in wakeup.fds and wakeup.says_stop(fd):
-                    self._stopping = True
+                    if not self._draining:
+                        self._on_listener(listeners[fd], now)
+                elif fd in wakeup.fds:
+                    self._on_wakeup(fd)
                 # Anything else is a transfer finished earlier in this batch: nothing to read.
             if now >= next_scan:
                 self._scan(now)
                 next_scan = now + _SCAN_INTERVAL
+
+    def _on_wakeup(self, fd: int) -> None:
+        messages = self._wakeup.read(fd)
+        if messages is None:
+            self._stopping = True
+            return
+        for message in messages:
+            try:
+                self._on_control(message)
+            except Exception:
+                self.counters.add("server_errors")
+                log.exception("control message %r failed", message.get("op"))
 
     def _apply(self, t: Transfer, actions: Sequence[Action]) -> None:
         for action in actions:
@@ -214,6 +250,6 @@ class TransferLoop:
             self._epoll.unregister(t.fd)
         t.close()
         final = m.outcome or outcome
-        t.count(self.counters, final)
+        t.count(self.counters, final, self._timed())
         self.counters.set("active", len(self._transfers))
         t.log_end(final)

@@ -9,6 +9,10 @@ transfer it duplicates. A window of blocks (RFC 7440) leaves in one sendmsg() wi
 Every path decision is the backend's (:class:`.backend.Backend`); the descriptor it returns
 pins the version for the whole transfer and blocks are read by offset from it. Who gets a
 transfer slot when they run short is :mod:`.slots`' rule.
+
+A worker's parent talks to it over its control pipe, one JSON object a line: ``drain`` (stop
+reading requests, finish what runs, then return; see :mod:`.loop`), ``config`` (new limits
+for new transfers), ``log``, ``reopen_logs``; EOF means stop now.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tftproxy.errors import PacketError, Refused
+from tftproxy.logs import LogConfig, configure, fields, reopen
 from tftproxy.tftp.backend import Backend, OpenFile
 from tftproxy.tftp.counters import Counters
 from tftproxy.tftp.loop import TransferLoop
@@ -62,6 +67,8 @@ class ServerConfig:
     max_transfers: int = 1000
     # Transfers (and holds) one client address may have at once.
     max_per_client: int = 32
+    # The transfer latency histogram (the counters are always kept).
+    metrics: bool = True
 
     def to_json(self) -> dict[str, Any]:
         p = self.policy
@@ -69,7 +76,7 @@ class ServerConfig:
                 "window_bytes": p.window_bytes, "timeout": p.timeout, "retries": p.retries,
                 "first_retries": p.first_retries, "first_timeout": p.first_timeout,
                 "refresh_hold": self.refresh_hold, "max_transfers": self.max_transfers,
-                "max_per_client": self.max_per_client}
+                "max_per_client": self.max_per_client, "metrics": self.metrics}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServerConfig:
@@ -80,7 +87,8 @@ class ServerConfig:
                         first_timeout=float(data["first_timeout"]))
         return cls(policy=policy, refresh_hold=float(data["refresh_hold"]),
                    max_transfers=int(data["max_transfers"]),
-                   max_per_client=int(data["max_per_client"]))
+                   max_per_client=int(data["max_per_client"]),
+                   metrics=bool(data.get("metrics", True)))
 
 
 def _datagrams(lst: Listener) -> Iterator[tuple[bytes, LocalAddress | None, Address, bool]]:
@@ -114,7 +122,8 @@ class Refusal:
         """Answer at once, from a new port as a transfer would, and log it."""
         if log.isEnabledFor(logging.INFO) and LOG_BUDGET.allow():
             log.info("tftp %s %r: %s (error %d)%s", format_peer(client), name, self.message,
-                     self.code, f": {self.detail}" if self.detail else "")
+                     self.code, f": {self.detail}" if self.detail else "",
+                     extra=fields(file=name, client=format_peer(client), error=self.code))
         try:
             send_error(lst, local, client, build_error(self.code, self.message))
         except OSError as exc:
@@ -153,10 +162,20 @@ class TftpServer(TransferLoop):
                  control_fd: int | None = None) -> None:
         super().__init__(sockets, counters, control_fd)
         self.backend = backend
-        self.config = config or ServerConfig()
         self._by_client: dict[Address, Transfer | Hold] = {}
-        self._slots = Slots(self.config.max_per_client)
+        self._slots = Slots(ServerConfig().max_per_client)
+        self.config = config or ServerConfig()
         self._holds = Holds(_MAX_HOLDS)
+
+    @property
+    def config(self) -> ServerConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: ServerConfig) -> None:
+        """New limits: for new transfers (those running keep what they negotiated)."""
+        self._config = config
+        self._slots.max_per_client = config.max_per_client
 
     @classmethod
     def bind(cls, backend: Backend, addresses: Iterable[str],
@@ -170,8 +189,11 @@ class TftpServer(TransferLoop):
         self._slots.clear()
         self._by_client.clear()
 
-    def _waiting(self) -> bool:
-        return bool(self._holds)
+    def _held(self) -> int:
+        return len(self._holds)
+
+    def _timed(self) -> bool:
+        return self.config.metrics
 
     def _on_tick(self, now: float) -> None:
         if self._holds:
@@ -181,6 +203,17 @@ class TftpServer(TransferLoop):
         self._slots.free(t.client, t)
         if self._by_client.get(t.client) is t:
             del self._by_client[t.client]
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "config":
+            self.config = ServerConfig.from_json(message["config"])
+        elif op == "log":
+            configure(LogConfig.from_json(message["config"]), worker=True)
+        elif op == "reopen_logs":
+            reopen()
+        else:
+            super()._on_control(message)
 
     # ------------------------------------------------------------- requests
 
@@ -260,6 +293,7 @@ class TftpServer(TransferLoop):
                 self._by_client[client] = hold
                 self._slots.take(client)
                 self.counters.add("held")
+                self.counters.set("holding", len(self._holds))
                 log.debug("tftp %s %r: held while its new version downloads",
                           format_peer(client), name)
                 return
@@ -291,6 +325,7 @@ class TftpServer(TransferLoop):
         self._slots.free(hold.client)
         if self._by_client.get(hold.client) is hold:
             del self._by_client[hold.client]
+        self.counters.set("holding", len(self._holds))
 
     def _release_holds(self, now: float) -> None:
         for hold in self._holds.due(now, self.backend.is_refreshing):

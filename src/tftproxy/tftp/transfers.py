@@ -13,6 +13,7 @@ from typing import Final
 
 from tftproxy._addr import format_hostport
 from tftproxy._limits import LogBudget
+from tftproxy.logs import fields
 from tftproxy.tftp.backend import OpenFile
 from tftproxy.tftp.counters import Counters
 from tftproxy.tftp.packets import Request
@@ -77,10 +78,12 @@ class Transfer:
         self.sock.close()
         self.served.close()
 
-    def count(self, counters: Counters, final: Outcome) -> None:
+    def count(self, counters: Counters, final: Outcome, latency: bool = True) -> None:
         """Add what this transfer did to the worker's counters, once it has ended."""
         m = self.machine
         counters.add(OUTCOME_COUNTER[final])
+        if latency and final is Outcome.COMPLETE:
+            counters.observe_latency(time.monotonic() - self.started)
         counters.add("bytes_sent", m.bytes_acknowledged)
         counters.add("packets_sent", m.packets_sent)
         counters.add("retransmits", m.retransmits)
@@ -93,7 +96,9 @@ class Transfer:
             log.log(level, "tftp %s %r %s %s: %d bytes in %.3f s (%d packets, %d resent), %s%s",
                     format_peer(self.client), self.name, self.mode, m.negotiated.describe(),
                     m.bytes_acknowledged, time.monotonic() - self.started, m.packets_sent,
-                    m.retransmits, final.value, f": {m.detail}" if m.detail else "")
+                    m.retransmits, final.value, f": {m.detail}" if m.detail else "",
+                    extra=fields(file=self.name, client=format_peer(self.client),
+                                 bytes=m.bytes_acknowledged, outcome=final.value))
 
 
 def open_transfer(lst: Listener, local: LocalAddress | None, client: Address, raw: bytes,
@@ -148,6 +153,9 @@ class Holds:
 
     def __bool__(self) -> bool:
         return bool(self._by_client)
+
+    def __len__(self) -> int:
+        return len(self._by_client)
 
     def full(self) -> bool:
         return len(self._by_client) >= self.limit

@@ -2,7 +2,9 @@
 
 The listening sockets are bound in the parent, so a bad address fails the caller at once and
 requests queue in the kernel while a worker starts or is restarted; each worker gets them by
-descriptor, with its slot of the shared counters and a control pipe whose EOF stops it.
+descriptor, with its slot of the shared counters and a control pipe: JSON lines tell it to
+drain, take new limits or a new log level, or reopen its log file (see
+:mod:`tftproxy.tftp.server`); EOF stops it. Workers log where the parent does, themselves.
 Workers import only the store's serving face and the TFTP server (never the settings:
 pydantic alone would double their memory).
 """
@@ -20,8 +22,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import tftproxy.logs as logs
 from tftproxy._addr import format_hostport
 from tftproxy._limits import raise_fd_limit
 from tftproxy.store.layout import Layout
@@ -41,8 +44,7 @@ def fd_budget(config: ServerConfig) -> int:
 def _worker_main(spec_text: str) -> int:
     """Entry point of a worker process (see :class:`TftpHandle`)."""
     spec = json.loads(spec_text)
-    logging.basicConfig(level=int(spec["log_level"]),
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logs.configure(logs.LogConfig.from_json(spec["log"]), worker=True)
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = ServerConfig.from_json(spec["config"])
@@ -51,6 +53,7 @@ def _worker_main(spec_text: str) -> int:
     counters_map = mmap.mmap(spec["counters_fd"], 0)
     os.close(spec["counters_fd"])
     counters = Counters(counters_map, spec["slot"])
+    counters.reset_gauges()
     tree = ServedTree(Layout.at(spec["root"]), float(spec["pin_window"]))
     server = TftpServer(tree, sockets, config, counters, control_fd=spec["control_fd"])
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
@@ -69,13 +72,18 @@ class TftpHandle:
     """
 
     def __init__(self, tree: ServedTree, addresses: Sequence[str], workers: int = 1,
-                 config: ServerConfig | None = None, *, local_worker: bool = False) -> None:
+                 config: ServerConfig | None = None, *, local_worker: bool = False,
+                 log_config: logs.LogConfig | None = None) -> None:
         self.tree = tree
+        self.log_config = log_config or logs.LogConfig(
+            level=logging.getLogger().getEffectiveLevel())
+        self.restarts = 0
         # Worker 0 runs in the caller's process (see local_server) instead of a child.
         self.local_worker = local_worker
         self.config = config or ServerConfig()
         self.workers = workers
         self._closing = threading.Event()
+        self._hurry = threading.Event()
         self._sockets: list[list[socket.socket]] = [[] for _ in range(workers)]
         self.addresses: list[tuple[str, int]] = []
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * workers
@@ -121,7 +129,7 @@ class TftpHandle:
             "slot": i,
             "control_fd": control_r,
             "config": self.config.to_json(),
-            "log_level": logging.getLogger("tftproxy").getEffectiveLevel(),
+            "log": self.log_config.to_json(),
         }
         try:
             proc = subprocess.Popen(
@@ -155,6 +163,7 @@ class TftpHandle:
                     self._procs[i] = None
                     continue
                 log.warning("TFTP worker %d exited with %s; restarting it", i, proc.returncode)
+                self.restarts += 1
                 try:
                     self._spawn(i)
                 except OSError as exc:
@@ -171,6 +180,49 @@ class TftpHandle:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p is not None]
+
+    def alive(self) -> int:
+        """How many worker processes are running."""
+        return sum(1 for p in self._procs if p is not None and p.poll() is None)
+
+    def send(self, message: dict[str, object]) -> None:
+        """A control message to every worker (see :mod:`tftproxy.tftp.server`)."""
+        line = (json.dumps(message) + "\n").encode()
+        for fd in self._controls:
+            if fd >= 0:
+                with contextlib.suppress(OSError):  # a dead worker: the supervisor's job
+                    os.write(fd, line)
+
+    def reconfigure(self, config: ServerConfig) -> None:
+        """New limits for new transfers, in every worker (and in those started later)."""
+        self.config = config
+        self.send({"op": "config", "config": config.to_json()})
+
+    def set_log_config(self, config: logs.LogConfig) -> None:
+        """Where and from which level the workers log (a reload)."""
+        if config != self.log_config:
+            self.log_config = config
+            self.send({"op": "log", "config": config.to_json()})
+
+    def reopen_logs(self) -> None:
+        self.send({"op": "reopen_logs"})
+
+    def drain(self, timeout: float) -> None:
+        """Stop taking requests, let the transfers in progress finish for up to ``timeout``
+        seconds, then stop the workers (what still runs ends with an ERROR to its client)."""
+        self._closing.set()  # no restarts from here on
+        self.send({"op": "drain"})
+        deadline = time.monotonic() + timeout
+        for proc in self._procs:
+            while (proc is not None and proc.poll() is None and not self._hurry.is_set()
+                   and time.monotonic() < deadline):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+        self.close()
+
+    def hurry(self) -> None:
+        """End a :meth:`drain` now: what still runs is stopped."""
+        self._hurry.set()
 
     def counters(self) -> dict[str, int]:
         """Totals over all workers (``active`` is the number of transfers in progress)."""
@@ -218,22 +270,66 @@ class TftpHandle:
         self.close()
 
 
+Reload = Callable[[], tuple[ServerConfig, int]]
+
+
 def serve_foreground(tree: ServedTree, addresses: Sequence[str], workers: int,
-                     config: ServerConfig) -> int:
+                     config: ServerConfig, *, drain_timeout: float = 20.0,
+                     log_config: logs.LogConfig | None = None,
+                     reload: Reload | None = None) -> int:
     """Serve over TFTP in this process until SIGINT/SIGTERM (``tftproxy tftpd``).
 
-    This process is worker 0; ``workers - 1`` child processes share the addresses.
+    This process is worker 0; ``workers - 1`` child processes share the addresses. SIGTERM
+    drains (a second one, or ``drain_timeout`` seconds, stops at once); SIGHUP applies what
+    ``reload`` returns (new limits and log level); SIGUSR1 reopens the log file.
     """
     raise_fd_limit(fd_budget(config))
     try:
-        handle = TftpHandle(tree, addresses, workers, config, local_worker=True)
+        handle = TftpHandle(tree, addresses, workers, config, local_worker=True,
+                        log_config=log_config)
     except OSError as exc:
         log.error("%s", exc.strerror or exc)
         return 1
     with handle:
         server = handle.local_server()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: server.stop())
+        timer: list[threading.Timer] = []
+        deadline = [0.0]
+
+        def on_term(*_: object) -> None:
+            if timer:
+                server.stop()
+                return
+            log.info("stopping: draining TFTP for up to %g s", drain_timeout)
+            deadline[0] = time.monotonic() + drain_timeout
+            server.drain()
+            handle.send({"op": "drain"})
+            timer.append(threading.Timer(drain_timeout, server.stop))
+            timer[0].daemon = True
+            timer[0].start()
+
+        def on_hup(*_: object) -> None:
+            if reload is None:
+                log.info("SIGHUP: nothing to reload")
+                return
+            try:
+                new, level = reload()
+            except Exception as exc:
+                log.error("reload failed, settings unchanged: %s", exc)
+                return
+            server.config = new
+            handle.reconfigure(new)
+            logs.set_level(level)
+            handle.set_log_config(logs.LogConfig(handle.log_config.target, level))
+            log.info("reloaded: TFTP limits and log level %s", logs.level_name(level))
+
+        def on_usr1(*_: object) -> None:
+            logs.reopen()
+            handle.reopen_logs()
+
+        signal.signal(signal.SIGINT, lambda *_: server.stop())
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGUSR1, on_usr1)
         for host, port in handle.addresses:
             log.info("TFTP on %s, %d worker(s), root %s", format_hostport(host, port),
                      workers, tree.root)
@@ -241,4 +337,9 @@ def serve_foreground(tree: ServedTree, addresses: Sequence[str], workers: int,
             server.serve_forever()
         finally:
             server.close()
+            for t in timer:
+                t.cancel()
+        if timer:
+            # The local worker is done: the others get what is left of the drain time.
+            handle.drain(max(0.0, deadline[0] - time.monotonic()))
     return 0
