@@ -31,7 +31,7 @@ def test_replace_file_is_whole_and_leaves_nothing_behind(tmp_path: Path) -> None
 def test_a_failed_replace_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "inner").write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(IsADirectoryError):
         replace_file_atomically(tmp_path / "dir", b"new")  # a directory cannot be replaced
     assert (tmp_path / "dir" / "inner").read_text() == "x"
     assert _temporaries(tmp_path) == []

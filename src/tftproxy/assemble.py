@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tftproxy.fetch.options import FetchOptions
-from tftproxy.jobs.options import JobOptions
+from tftproxy.jobs.options import JobOptions, PrefetchSet, SyncOptions
 from tftproxy.settings.model import Settings
 from tftproxy.store import BootStore
 from tftproxy.store.aio import AsyncStore
@@ -43,6 +43,16 @@ def fetch_options(settings: Settings) -> FetchOptions:
 def job_options(settings: Settings) -> JobOptions:
     return JobOptions(refresh_mode=settings.refresh_mode, min_free_space=settings.min_free_space,
                       verify=settings.verify, job_retention=settings.job_retention)
+
+
+def sync_options(settings: Settings) -> SyncOptions:
+    return SyncOptions(
+        interval=settings.sync_interval, jitter=settings.sync_jitter,
+        concurrency=settings.sync_concurrency, host_concurrency=settings.sync_host_concurrency,
+        retry=settings.sync_retry, backoff_max=settings.sync_backoff_max,
+        idle_after=settings.sync_idle_after, idle_interval=settings.sync_idle_interval,
+        prefetch=tuple(PrefetchSet(p.prefix, tuple(p.urls)) for p in settings.prefetch),
+    )
 
 
 def tftp_config(settings: Settings) -> ServerConfig:
@@ -78,7 +88,7 @@ def boot_files(settings: Settings, tree: BootStore | None = None) -> BootFiles:
     from tftproxy.jobs.bootfiles import BootFiles
 
     return BootFiles(AsyncStore(tree or store(settings)), fetcher(settings),
-                     job_options(settings))
+                     job_options(settings), sync_options(settings))
 
 
 def start_tftp(settings: Settings, tree: ServedTree) -> TftpHandle:

@@ -59,6 +59,8 @@ async def run_server(settings: Settings, ready: asyncio.Event | None = None) -> 
             log.info("API on %s, TFTP root %s", lst.url, settings.tftproot)
         if settings.gc_interval > 0:
             cleaner = asyncio.create_task(_clean_periodically(files, settings))
+        # Once serving: the prefetch list, then sets kept current (stopped by files.close()).
+        files.sync.start()
         if ready is not None:
             ready.set()
         await stop.wait()

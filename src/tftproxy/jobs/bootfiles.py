@@ -1,7 +1,8 @@
 """Boot-file requests: what a fetch means for the store, shared by the API and the CLI.
 
 :meth:`BootFiles.request` checks the request, then joins the running job of its name or
-starts one; each job runs one :class:`~tftproxy.jobs.transaction.SetTransaction`.
+starts one; each job runs one :class:`~tftproxy.jobs.transaction.SetTransaction`. Its
+:attr:`BootFiles.sync` revalidates whole sets through the same transaction (background, now).
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 from tftproxy.errors import InputError
 from tftproxy.fetch.http import Fetcher
 from tftproxy.fetch.schemes import check_scheme
 from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
-from tftproxy.jobs.options import JobOptions
+from tftproxy.jobs.options import JobOptions, RefreshMode, SyncOptions
 from tftproxy.jobs.registry import Job, JobRegistry, ProgressFn
 from tftproxy.jobs.results import FetchResult
+from tftproxy.jobs.sync import Syncer
 from tftproxy.jobs.transaction import SetTransaction
 from tftproxy.store.aio import AsyncStore
 from tftproxy.store.recovery import RecoveryReport
@@ -31,7 +34,8 @@ class BootFiles:
     It owns all three: :meth:`close` ends the jobs and closes the fetcher and the store.
     """
 
-    def __init__(self, store: AsyncStore, fetcher: Fetcher, options: JobOptions) -> None:
+    def __init__(self, store: AsyncStore, fetcher: Fetcher, options: JobOptions,
+                 sync: SyncOptions | None = None) -> None:
         self.store = store
         self.fetcher = fetcher
         self.options = options
@@ -39,6 +43,7 @@ class BootFiles:
         self._locks = LockCache(store)
         self._checker = Checker(store, fetcher, options)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sync = Syncer(self, sync or SyncOptions())
 
     async def recover(self) -> RecoveryReport:
         """Repair what an interrupted run left, then keep records in memory."""
@@ -54,6 +59,7 @@ class BootFiles:
         return report
 
     async def close(self) -> None:
+        await self.sync.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -66,12 +72,19 @@ class BootFiles:
     def job(self, job_id: str) -> Job | None:
         return self.registry.get(job_id)
 
-    async def request(self, prefix: str, url: str, progress: ProgressFn | None = None) -> Job:
-        """Start (or join) the fetch of ``url`` to ``prefix``; raises InputError for bad input."""
+    async def request(self, prefix: str, url: str, progress: ProgressFn | None = None, *,
+                      keep: bool = False) -> Job:
+        """Start (or join) the fetch of ``url`` to ``prefix``; raises InputError for bad input.
+
+        ``keep``: serve the old version until the new one is published, whatever
+        ``refresh_mode`` says (no host waits for a prefetch).
+        """
         if not prefix or not url:
             raise InputError("both 'prefix' and 'path' are required")
         scheme = check_scheme(url)
         name, set_id = await self.store.target(prefix, url)
+        if not keep:
+            self.sync.note_request(set_id)
         registry = self.registry
         if scheme == "nfs":
             # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
@@ -90,15 +103,28 @@ class BootFiles:
         if progress is not None:
             job.listeners.append(progress)
         registry.start(job)
-        task = asyncio.get_running_loop().create_task(self._run(job), name=f"fetch {name}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(job, self.transaction(job, keep=keep)), name=f"fetch {name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
 
-    async def _run(self, job: Job) -> None:
-        transaction = SetTransaction(job, store=self.store, checker=self._checker,
-                                     registry=self.registry, locks=self._locks,
-                                     options=self.options, manifests=self.fetcher)
+    def transaction(self, job: Job, *, keep: bool = False, whole_set: bool = False,
+                    member_jobs: dict[str, Job] | None = None) -> SetTransaction:
+        """The transaction ``job`` runs; see :class:`SetTransaction` for ``whole_set``."""
+        options = replace(self.options, refresh_mode=RefreshMode.KEEP) if keep else self.options
+        return SetTransaction(job, store=self.store, checker=self._checker,
+                              registry=self.registry, locks=self._locks, options=options,
+                              manifests=self.fetcher, whole_set=whole_set,
+                              member_jobs=member_jobs)
+
+    async def run_job(self, job: Job, transaction: SetTransaction) -> FetchResult:
+        """Run a job started by the caller (a revalidation's) to its end."""
+        await self._run(job, transaction)
+        assert job.result is not None
+        return job.result
+
+    async def _run(self, job: Job, transaction: SetTransaction) -> None:
         try:
             result = await transaction.run()
         except asyncio.CancelledError:

@@ -4,6 +4,10 @@ When one member changed (or is new), every other member of the set is revalidate
 same transaction; all switch together, as one new generation, once every member is complete
 and verified. If any fails, nothing switches and every hidden member gets its previous
 version back. Requests for the other members meanwhile join this transaction's member jobs.
+
+A background revalidation (:mod:`tftproxy.jobs.revalidate`) runs the same transaction with
+``whole_set``: every member is checked even when the first is unchanged, and a set found up
+to date publishes nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ class SetTransaction:
     """One job's transaction over its boot set (it also implements the check's hooks)."""
 
     def __init__(self, job: Job, *, store: AsyncStore, checker: Checker, registry: JobRegistry,
-                 locks: LockCache, options: JobOptions, manifests: TextSource) -> None:
+                 locks: LockCache, options: JobOptions, manifests: TextSource,
+                 whole_set: bool = False, member_jobs: dict[str, Job] | None = None) -> None:
         self.job = job
         self._store = store
         self._checker = checker
@@ -41,6 +46,11 @@ class SetTransaction:
         self._staging: list[StagingFile] = []
         self._settled = False
         self._hidden = False
+        self._whole_set = whole_set
+        # Jobs made by the caller for the other members, so requests could join them early.
+        self._member_jobs = member_jobs or {}
+        # The set's generation when the locks were taken (what a revalidation reports).
+        self.generation_before: int | None = None
 
     # ----------------------------------------------------------- check hooks
 
@@ -79,7 +89,16 @@ class SetTransaction:
         # The locks were free, so a half-done state is a dead process's: repaired first.
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
+        self.generation_before = rec.generation if rec is not None else None
+        if self._whole_set and (cur is None or cur.source != job.url or rec is None
+                                or rec.set != job.set_id):
+            # A request changed the set while the revalidation waited for its locks: never
+            # refetch a source the set no longer has; the next round looks at it afresh.
+            return job.failed(f"boot set {job.set_id} changed while waiting to be checked; "
+                              f"checked again next round", kept=cur is not None)
         try:
+            if self._whole_set:
+                return await self._revalidate(cur)
             first = await self._checker.check(job.name, job.url, cur, job.progress, self)
             if isinstance(first, Failed):
                 await self._restore()
@@ -104,16 +123,35 @@ class SetTransaction:
             for staging in self._staging:
                 await store.discard(staging)
 
+    async def _revalidate(self, cur: Version | None) -> FetchResult:
+        """Whole-set mode: every member checked at once; the set switches if any changed."""
+        job = self.job
+        members = await self._store.members(job.set_id)
+        await self._lockset.acquire(sorted(m.name for m in members))
+        others = [m for m in members if m.name != job.name]
+        member_jobs = [self._member_job(m) for m in others]
+        checks = await asyncio.gather(
+            self._checker.check(job.name, job.url, cur, job.progress, self),
+            *(self._checker.check(mj.name, mj.url, m.current, mj.progress, self)
+              for mj, m in zip(member_jobs, others, strict=True)))
+        return await self._settle(list(checks), member_jobs, cur)
+
     async def _switch(self, first: Changed, cur: Version | None,
                       others: list[Record]) -> FetchResult:
-        job = self.job
         member_jobs = [self._member_job(m) for m in others]
         await self.hide()
         checks: list[Check] = [first]
         checks += await asyncio.gather(*(
             self._checker.check(mj.name, mj.url, m.current, mj.progress, self)
             for mj, m in zip(member_jobs, others, strict=True)))
-        if not any(isinstance(c, Failed) for c in checks):
+        return await self._settle(checks, member_jobs, cur)
+
+    async def _settle(self, checks: list[Check], member_jobs: list[Job],
+                      cur: Version | None) -> FetchResult:
+        """Verify and switch the checked members as one generation, or switch nothing."""
+        job = self.job
+        changed = any(isinstance(c, Changed) for c in checks)
+        if changed and not any(isinstance(c, Failed) for c in checks):
             checks = await self._verify(checks)
         failures = [c for c in checks if isinstance(c, Failed)]
         if failures:
@@ -125,17 +163,27 @@ class SetTransaction:
                 self._registry.retire(mj)
             return job.failed(f"boot set {job.set_id} not switched: {detail}",
                               kept=cur is not None)
+        if not changed:
+            # Only a whole-set check gets here (a request's has a changed first member):
+            # every member is up to date, nothing switches.
+            await self._restore()
+            return self._finish_members(checks, member_jobs, self.generation_before)
         staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
                   for c in checks if not isinstance(c, Failed)}
         srec = await self._store.publish(job.set_id, staged, time.time())
         self._settled = True
+        return self._finish_members(checks, member_jobs, srec.current)
+
+    def _finish_members(self, checks: list[Check], member_jobs: list[Job],
+                        generation: int | None) -> FetchResult:
+        """Each member's result to its job; the first member's is returned."""
         results = []
         for c in checks:
             assert not isinstance(c, Failed)
             results.append(FetchResult(
                 status="published" if isinstance(c, Changed) else "unchanged", name=c.name,
                 source=c.url, size=c.version.size, sha256=c.version.sha256,
-                final_url=c.final_url, set=job.set_id, generation=srec.current))
+                final_url=c.final_url, set=self.job.set_id, generation=generation))
         for mj, result in zip(member_jobs, results[1:], strict=True):
             mj.finish(result)
             self._registry.retire(mj)
@@ -144,6 +192,9 @@ class SetTransaction:
     def _member_job(self, rec: Record) -> Job:
         """A job for a member revalidated on behalf of another: requests for it join it."""
         assert rec.current is not None
+        made = self._member_jobs.get(rec.name)
+        if made is not None and made.url == rec.current.source and not made.done:
+            return made
         job = self._registry.new(rec.name, rec.current.source, rec.set or rec.name)
         self._registry.start_unless_running(job)
         return job

@@ -25,7 +25,7 @@ from pydantic import (
 from tftproxy._addr import parse_hostport, parse_listen
 from tftproxy.jobs.options import RefreshMode, VerifyMode
 
-__all__ = ["TLS_VERSIONS", "FeatureMode", "RefreshMode", "Settings"]
+__all__ = ["TLS_VERSIONS", "FeatureMode", "PrefetchEntry", "RefreshMode", "Settings"]
 
 
 class FeatureMode(StrEnum):
@@ -37,6 +37,24 @@ class FeatureMode(StrEnum):
 
 
 TLS_VERSIONS = ("1.2", "1.3")
+
+
+class PrefetchEntry(BaseModel):
+    """A boot set to fetch at start and keep current: a prefix and its members' URLs, as
+    Foreman sends them to fetch_boot_file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(min_length=1, description="The prefix, e.g. boot/centos-stream-9.")
+    urls: list[str] = Field(min_length=1, description="The members' http(s) URLs.")
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
 
 
 class Settings(BaseModel):
@@ -132,6 +150,46 @@ class Settings(BaseModel):
     )
     gc_interval: float = Field(
         3600.0, ge=0, description="Seconds between clean-ups in `serve`; 0 turns them off."
+    )
+
+    # --- background revalidation (sync) and prefetch ---
+    sync_interval: float = Field(
+        4 * 3600.0, ge=0,
+        description="Seconds between background revalidations of each boot set in `serve` "
+        "(conditional requests; a change is published as one new generation); 0 turns "
+        "them off.",
+    )
+    sync_jitter: float = Field(
+        0.1, ge=0, le=0.5,
+        description="Each revalidation delay is stretched or shrunk at random by up to this "
+        "fraction, so sets published together do not hit the mirror together.",
+    )
+    sync_concurrency: int = Field(4, ge=1, le=64, description="Boot sets revalidated at once.")
+    sync_host_concurrency: int = Field(
+        2, ge=1, le=64, description="Boot sets revalidated at once from one upstream host."
+    )
+    sync_retry: float = Field(
+        300.0, gt=0,
+        description="Delay before revalidating a set whose last revalidation failed (s); "
+        "doubles with each further failure.",
+    )
+    sync_backoff_max: float = Field(
+        86400.0, gt=0, description="The longest delay between failed revalidations (s)."
+    )
+    sync_idle_after: float = Field(
+        7 * 86400.0, ge=0,
+        description="A set no fetch_boot_file request asked for in this long is idle (s); "
+        "0: sets are never idle.",
+    )
+    sync_idle_interval: float = Field(
+        86400.0, ge=0,
+        description="Seconds between revalidations of an idle set; 0: idle sets are not "
+        "revalidated in the background.",
+    )
+    prefetch: list[PrefetchEntry] = Field(
+        default_factory=list,
+        description="Boot sets `serve` fetches at start and keeps current (never idle): "
+        "a list of {prefix, urls}.",
     )
 
     # --- TFTP server ---
@@ -234,6 +292,11 @@ class Settings(BaseModel):
         if self.feature_enabled is FeatureMode.HTTPS and not self.https_enabled:
             raise ValueError("feature_enabled is https but HTTPS is not configured "
                              "(ssl_certificate, ssl_private_key, ssl_ca_file)")
+        if self.sync_backoff_max < self.sync_retry:
+            raise ValueError("sync_backoff_max is shorter than sync_retry")
+        if 0 < self.sync_idle_interval < self.sync_interval:
+            raise ValueError("sync_idle_interval is shorter than sync_interval: idle sets "
+                             "would be revalidated more often than sets in use")
         return self
 
     @property
