@@ -272,3 +272,45 @@ async def test_prefetched_sets_are_fetched_at_start_without_a_request(
         asked = [s.headers.get("if-none-match") for s in upstream.requests_for(path)]
         assert asked[0] is None and len(asked) >= 2 and None not in asked[1:], asked
     assert list((root / ".tftproxy/private/staging").iterdir()) == []
+
+
+async def test_a_round_is_polite_to_each_upstream_host(api, upstream: Upstream) -> None:
+    lock = threading.Lock()
+    now_in: dict[str, int] = {"127.0.0.1": 0, "localhost": 0}
+    peak = dict(now_in)
+
+    def slow(body: bytes, tag: str) -> Callable[[Seen], Reply]:
+        inner = static(body, etag=f'"{tag}"')
+
+        def handle(seen: Seen) -> Reply:
+            host = seen.headers["host"].rsplit(":", 1)[0]
+            with lock:
+                now_in[host] += 1
+                peak[host] = max(peak[host], now_in[host])
+            time.sleep(0.15)
+            with lock:
+                now_in[host] -= 1
+            return inner(seen)
+
+        return handle
+
+    proxy = await api(sync_concurrency=3, sync_host_concurrency=1)
+    prefixes = []
+    for i in range(3):
+        for host in ("127.0.0.1", "localhost"):  # two names, two upstream hosts
+            for f in ("vmlinuz", "initrd.img"):
+                upstream.routes[f"/m{i}/{f}"] = slow(f"{f} {i}".encode() * 500, f"{i}{f}")
+                url = f"http://{host}:{upstream.port}/m{i}/{f}"
+                status, _, body = await proxy.fetch_boot_file(f"boot/{host}-{i}", url)
+                assert status == 200, body
+            prefixes.append(f"boot/{host}-{i}")
+    for host in peak:
+        peak[host] = 0
+    upstream.seen.clear()
+    run = await proxy.files.sync.sync()
+    assert await run.wait(60)
+    assert sorted(run.outcomes) == sorted(prefixes)
+    assert {o.status for o in run.outcomes.values()} == {"unchanged"}
+    assert len(upstream.seen) == 12
+    # One set per host at a time, its two members checked together: two requests at most.
+    assert peak == {"127.0.0.1": 2, "localhost": 2}

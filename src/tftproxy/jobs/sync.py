@@ -112,9 +112,11 @@ class Syncer:
         """``serve``: fetch the prefetch list, then keep every set current (if an interval
         is set). Returns at once; the work runs on the event loop."""
         self.catalogue.background = self.options.interval > 0
+        self.catalogue.refresh_at = 0.0  # schedules made without a background are redone
         self._prefetch_pending = bool(self.options.prefetch)
         if self.catalogue.background or self._prefetch_pending:
             self._ensure_dispatcher()
+            self._wake.set()
 
     def note_request(self, set_id: str) -> None:
         """A request asked for a member of ``set_id``: the set is in use (not idle)."""
@@ -190,13 +192,13 @@ class Syncer:
 
     async def _dispatch(self) -> None:
         catalogue = self.catalogue
-        if self._prefetch_pending:
-            self._prefetch_pending = False
-            for set_id in await catalogue.add_prefetch():
-                if set_id not in self._running:
-                    self._wanted.setdefault(set_id, [])
         while True:
             self._wake.clear()
+            if self._prefetch_pending:
+                self._prefetch_pending = False
+                for set_id in await catalogue.add_prefetch():
+                    if set_id not in self._running:
+                        self._wanted.setdefault(set_id, [])
             now = time.time()
             if catalogue.background and now >= catalogue.refresh_at:
                 try:
