@@ -68,7 +68,7 @@ def test_a_record_from_a_newer_release_is_refused_not_misread(root: Path) -> Non
     assert store.records.records() == []  # listed as unreadable, not as something else
 
 
-async def test_an_older_tree_without_sync_state_is_synced_and_reported(root: Path) -> None:
+def test_an_older_tree_without_sync_state_is_synced_and_reported(root: Path) -> None:
     """A tree of a release before background revalidation: no private/sync/ at all."""
     import shutil
 
