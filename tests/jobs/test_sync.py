@@ -314,3 +314,47 @@ async def test_a_round_is_polite_to_each_upstream_host(api, upstream: Upstream) 
     assert len(upstream.seen) == 12
     # One set per host at a time, its two members checked together: two requests at most.
     assert peak == {"127.0.0.1": 2, "localhost": 2}
+
+
+async def test_overdue_sets_are_spread_over_the_jitter_window_and_stay_put(root: Path) -> None:
+    import random
+
+    from tftproxy.jobs.catalogue import Catalogue
+    from tftproxy.jobs.options import SyncOptions
+    from tftproxy.store import Version
+    from tftproxy.store.aio import AsyncStore
+
+    store = BootStore(root)
+    long_ago = time.time() - 7200  # an older release's tree, never revalidated: overdue
+    for i in range(20):
+        data = f"kernel {i}".encode()
+        sha = hashlib.sha256(data).hexdigest()
+        staging = store.objects.new_staging(f"boot/o{i}-vmlinuz")
+        staging.write(data)
+        store.objects.ingest(staging, sha)
+        store.transactions.publish_generation(f"boot/o{i}", {f"boot/o{i}-vmlinuz": Version(
+            sha256=sha, size=len(data), source=f"http://m/o{i}/vmlinuz",
+            final_url=f"http://m/o{i}/vmlinuz", fetched_at=long_ago)}, long_ago)
+    aio = AsyncStore(store)
+    try:
+        catalogue = Catalogue(aio, SyncOptions(interval=3600.0, jitter=0.1), random.random)
+        catalogue.background = True
+        now = time.time()
+        await catalogue.refresh(now, ())
+        first = {s: e.state.next_check for s, e in catalogue.entries.items()}
+        assert len(first) == 20 and len(set(first.values())) == 20
+        assert all(n is not None and now <= n <= now + 360 for n in first.values())
+        # Re-read (as every 30 s): nobody is pushed back, and the schedule is on disk.
+        await catalogue.refresh(time.time(), ())
+        assert {s: e.state.next_check for s, e in catalogue.entries.items()} == first
+        assert {s: st.next_check for s, st in store.sync_states.all().items()} == first
+        assert [e.set for e in catalogue.due(now + 400, ())] == sorted(
+            first, key=lambda s: first[s] or 0.0)
+        # A restart with a longer interval keeps them; none is due before its time.
+        later = Catalogue(aio, SyncOptions(interval=7200.0, jitter=0.1), random.random)
+        later.background = True
+        await later.refresh(time.time(), ())
+        assert {s: e.state.next_check for s, e in later.entries.items()} == first
+        assert later.due(now, ()) == []
+    finally:
+        await aio.close()

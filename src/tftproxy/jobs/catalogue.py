@@ -218,9 +218,10 @@ class Catalogue:
             cap = state.checked_at + options.backoff_max
         else:
             interval = options.idle_interval if idle else options.interval
-            cap = last + interval * (1.0 + options.jitter) if interval > 0 else -1.0
-        if cap < 0:
-            return None
+            if interval <= 0:
+                return None
+            # An overdue set was put at a random moment of the jitter window: it stays there.
+            cap = max(last + interval * (1.0 + options.jitter), now + interval * options.jitter)
         if state.next_check is not None and state.next_check <= cap:
             return state.next_check
         if state.failures > 0:

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tftproxy.errors import InputError, NotFound, TftproxyError
@@ -258,7 +258,8 @@ class Syncer:
         files = self._files
         try:
             if entry.prefetch is not None and await self._needs_prefetch(entry):
-                return await prefetch_set(files, entry.prefetch)
+                # Reported under the set's id even when its prefix could not be resolved.
+                return replace(await prefetch_set(files, entry.prefetch), set=entry.set)
             return await revalidate_set(files, entry.set)
         except NotFound as exc:
             self.catalogue.forget(entry.set)
