@@ -152,45 +152,23 @@ class Settings(BaseModel):
         3600.0, ge=0, description="Seconds between clean-ups in `serve`; 0 turns them off."
     )
 
-    # --- background revalidation (sync) and prefetch ---
-    sync_interval: float = Field(
-        4 * 3600.0, ge=0,
-        description="Seconds between background revalidations of each boot set in `serve` "
-        "(conditional requests; a change is published as one new generation); 0 turns "
-        "them off.",
-    )
-    sync_jitter: float = Field(
-        0.1, ge=0, le=0.5,
-        description="Each revalidation delay is stretched or shrunk at random by up to this "
-        "fraction, so sets published together do not hit the mirror together.",
-    )
+    # --- background revalidation (sync) and prefetch; times in seconds ---
+    sync_interval: float = Field(4 * 3600.0, ge=0, description="Between background "
+                                 "revalidations of each boot set in `serve`; 0: none.")
+    sync_jitter: float = Field(0.1, ge=0, le=0.5, description="Each revalidation delay is "
+                               "stretched or shrunk at random by up to this fraction.")
     sync_concurrency: int = Field(4, ge=1, le=64, description="Boot sets revalidated at once.")
-    sync_host_concurrency: int = Field(
-        2, ge=1, le=64, description="Boot sets revalidated at once from one upstream host."
-    )
-    sync_retry: float = Field(
-        300.0, gt=0,
-        description="Delay before revalidating a set whose last revalidation failed (s); "
-        "doubles with each further failure.",
-    )
-    sync_backoff_max: float = Field(
-        86400.0, gt=0, description="The longest delay between failed revalidations (s)."
-    )
-    sync_idle_after: float = Field(
-        7 * 86400.0, ge=0,
-        description="A set no fetch_boot_file request asked for in this long is idle (s); "
-        "0: sets are never idle.",
-    )
-    sync_idle_interval: float = Field(
-        86400.0, ge=0,
-        description="Seconds between revalidations of an idle set; 0: idle sets are not "
-        "revalidated in the background.",
-    )
-    prefetch: list[PrefetchEntry] = Field(
-        default_factory=list,
-        description="Boot sets `serve` fetches at start and keeps current (never idle): "
-        "a list of {prefix, urls}.",
-    )
+    sync_host_concurrency: int = Field(2, ge=1, le=64, description="Boot sets revalidated at "
+                                       "once from one upstream host.")
+    sync_retry: float = Field(300.0, gt=0, description="Delay after a failed revalidation; "
+                              "doubles with each further failure.")
+    sync_backoff_max: float = Field(86400.0, gt=0, description="The longest such delay.")
+    sync_idle_after: float = Field(7 * 86400.0, ge=0, description="A set no fetch_boot_file "
+                                   "asked for in this long is idle; 0: never.")
+    sync_idle_interval: float = Field(86400.0, ge=0, description="Between revalidations of an "
+                                      "idle set; 0: idle sets are not revalidated.")
+    prefetch: list[PrefetchEntry] = Field(default_factory=list, description="Boot sets `serve` "
+                                          "fetches at start and keeps current: {prefix, urls}.")
 
     # --- TFTP server ---
     tftp_listen: list[str] = Field(
