@@ -37,12 +37,15 @@ def fetch_options(settings: Settings) -> FetchOptions:
         ca_bundle=settings.ca_bundle,
         http_proxy=settings.http_proxy,
         max_file_size=settings.max_file_size,
+        oci_auth_file=settings.oci_auth_file,
     )
 
 
 def job_options(settings: Settings) -> JobOptions:
     return JobOptions(refresh_mode=settings.refresh_mode, min_free_space=settings.min_free_space,
-                      verify=settings.verify, job_retention=settings.job_retention)
+                      verify=settings.verify, job_retention=settings.job_retention,
+                      max_unpacked_size=settings.max_unpacked_size,
+                      preflight=settings.tftp_http_download_preflight)
 
 
 def sync_options(settings: Settings) -> SyncOptions:

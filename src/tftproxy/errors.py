@@ -9,6 +9,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   ├── SettingsError          a setting has a wrong type or value
     │   ├── NameRefused            a destination the store will not publish
     │   ├── UnsupportedSource      a URL whose scheme tftproxy does not fetch
+    │   ├── BadSource              a source URL of a fetched scheme that is malformed
     │   ├── BadParameters          request parameters that cannot be read
     │   │   ├── BodyTooLarge
     │   │   └── UnsupportedMediaType
@@ -18,6 +19,7 @@ the API's decision (:mod:`tftproxy.api.responses` holds the one table), never th
     │   └── PacketError            a TFTP datagram that is not a valid packet
     ├── Refused                    asks for what is not served, or by whom it is not allowed
     │   └── Untrusted              a caller outside trusted_hosts / without a certificate
+    ├── Conflict                   the request does not fit what is published (yet)
     ├── NotFound                   what was asked for does not exist
     │   ├── ConfigNotFound
     │   └── JobNotFound
@@ -49,6 +51,11 @@ class NameRefused(InputError):
 
 class UnsupportedSource(InputError):
     """A URL whose scheme tftproxy does not fetch."""
+
+
+class BadSource(InputError):
+    """A source URL of a scheme tftproxy fetches, written wrongly (an OCI reference that breaks
+    the distribution grammar, a title that is not a file name); the message names the part."""
 
 
 class BadParameters(InputError):
@@ -85,6 +92,11 @@ class Refused(TftproxyError):
 
 class Untrusted(Refused):
     """The caller may not use the route; the message is smart-proxy's 403 text."""
+
+
+class Conflict(TftproxyError):
+    """The request does not fit the published state: a bootloader universe that is missing,
+    does not match the source the caller names, or is being fetched right now."""
 
 
 class NotFound(TftproxyError):

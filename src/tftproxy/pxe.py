@@ -25,17 +25,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from tftproxy.errors import InvalidMac, PxeInputError, UnknownVariant, printable
+from tftproxy.errors import Conflict, InvalidMac, PxeInputError, UnknownVariant, printable
 
 HOST_CONFIG = "host-config"
 UNIVERSE = "bootloader-universe/pxegrub2"
 HOST_PARAMS = ("targetos", "release", "arch", "bootfile_suffix")
+UNIVERSE_PARAMS = ("universe_archive", "universe_kernel", "universe_initrd",
+                   "universe_source_digest")
+# Besides every *.efi, the kernel and initrd names a universe may hold (Debian/Ubuntu, Red Hat).
+UNIVERSE_BOOT_FILES = ("linux", "initrd.gz", "vmlinuz", "initrd.img")
 
 # Unanchored, for re.fullmatch here and ^(?:...)$ in the OpenAPI document.
 _HEX = "[0-9A-Fa-f]{1,2}"
 MAC_PATTERN = f"(?:{_HEX}:){{5}}{_HEX}|(?:{_HEX}:){{19}}{_HEX}"
 COMPONENT_PATTERN = "[A-Za-z0-9_+~-][A-Za-z0-9._+~-]{0,63}"
 _MAC_RE = re.compile(MAC_PATTERN)
+_UNIVERSE_COMPONENT_RE = re.compile("[A-Za-z0-9_.-]+")
+_DIGEST_RE = re.compile("[0-9a-f]{64}")
 _COMPONENT_RE = re.compile(COMPONENT_PATTERN)
 
 
@@ -165,3 +171,57 @@ class HostParams:
             raise PxeInputError(f"parameter(s) {', '.join(missing)} missing: the host-config "
                                 f"directory needs targetos and arch")
         return cls(**values)
+
+
+def universe_dir(targetos: str, release: str, arch: str) -> str:
+    """Where the bootloader universe of an OS release and architecture lives."""
+    return f"{UNIVERSE}/{targetos}/{release}/{arch}"
+
+
+@dataclass(frozen=True)
+class UniverseParams:
+    """The universe a host config relies on (smart-proxy PR #958), checked as text.
+
+    Every failure is a Conflict (409): Foreman shows its message as a hint to download the
+    operating system's boot files first.
+    """
+
+    directory: str
+    targetos: str
+    release: str
+    archive: str
+    kernel: str
+    initrd: str
+    digest: str
+
+    @property
+    def missing(self) -> str:
+        return (f"Bootloader universe boot files are missing or do not match the selected "
+                f"source: {self.directory}. Download boot files for Operating System "
+                f"'{self.targetos} {self.release}'")
+
+    def conflict(self, detail: str) -> Conflict:
+        return Conflict(f"{self.missing} ({detail})")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> UniverseParams | None:
+        """None when the request names no universe file (no universe is relied on)."""
+        if not any(k in params for k in UNIVERSE_PARAMS):
+            return None
+        host = {k: params.get(k, "") for k in ("targetos", "release", "arch")}
+        for key, val in host.items():
+            if not _UNIVERSE_COMPONENT_RE.fullmatch(val) or val in (".", ".."):
+                raise Conflict(f"Bootloader universe parameter {key} {printable(val)!r} must "
+                               f"be letters, digits or _.- (and not . or ..)")
+        found = cls(universe_dir(host["targetos"], host["release"], host["arch"]),
+                    host["targetos"], host["release"], params.get("universe_archive", ""),
+                    params.get("universe_kernel", ""), params.get("universe_initrd", ""),
+                    params.get("universe_source_digest", ""))
+        if not _DIGEST_RE.fullmatch(found.digest):
+            raise found.conflict("universe_source_digest must be 64 lower-case hex digits")
+        for key in ("archive", "kernel", "initrd"):
+            path = getattr(found, key)
+            if path.rpartition("/")[0] != found.directory or not path.rpartition("/")[2]:
+                raise found.conflict(f"universe_{key} {printable(path)!r} is not a file of "
+                                     f"{found.directory}")
+        return found

@@ -208,7 +208,9 @@ async def test_features_version_v2(proxy) -> None:
     assert json.loads(r.text) == {"tftp": {
         "http_enabled": True, "https_enabled": False,
         "settings": {"tftp_servername": "tftp.example.test"},
-        "state": "running", "capabilities": []}}
+        "state": "running", "capabilities": [
+            "bootloader_archive_iso", "bootloader_archive_tgz", "bootloader_universe",
+            "bootloader_universe_boot_files"]}}
 
 
 async def test_module_disabled(proxy) -> None:

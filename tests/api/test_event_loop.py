@@ -101,6 +101,85 @@ async def test_the_api_does_no_file_work_on_its_event_loop(api, nginx: Nginx) ->
     assert events == [] and changed == [] and synced == [] and background == []
 
 
+async def test_archive_extraction_does_no_file_work_on_the_event_loop(api, nginx: Nginx,
+                                                                      tmp_path) -> None:
+    """fetch_and_process of a tgz and an ISO, new and then up to date: download, extraction
+    (on a thread of its own), publishing and the universe check never touch a file on the loop."""
+    import json
+
+    from tests.helpers import media
+
+    if media.missing_packages():
+        import pytest
+
+        pytest.skip(f"needs {' '.join(media.missing_packages())}")
+    proxy = await api(gc_grace=0)
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d/linux").write_bytes(b"kernel" * 1000)
+    (tree / "d/grubx64.efi").write_bytes(b"grub" * 1000)
+    nginx.put("m/netboot.tar.gz", media.netboot_tgz(tmp_path / "n.tgz", tree).read_bytes())
+    nginx.put("m/boot.iso", media.make_iso(tree, tmp_path / "b.iso").read_bytes())
+    u = "bootloader-universe/pxegrub2/os/1/x86_64"
+    s = proxy.session
+    async with s.get(proxy.base + "/features") as resp:
+        await resp.read()
+
+    async def extract(kind: str, archive: str) -> int:
+        body = {"extract": {"source": nginx.url(f"m/{archive}"), "type": kind,
+                            "destination": f"{u}/{archive}",
+                            "files": {f"{u}/linux": "d/linux", f"{u}/grubx64.efi": "d/grubx64.efi"},
+                            "symlinks": {f"{u}/boot.efi": f"{u}/grubx64.efi"}}}
+        async with s.post(proxy.base + "/tftp/fetch_and_process", data=json.dumps(body),
+                          headers={"Content-Type": "application/json"}) as resp:
+            await resp.read()
+            return resp.status
+
+    with on_this_thread() as events:
+        assert await extract("tgz", "netboot.tar.gz") == 200
+        assert await extract("tgz", "netboot.tar.gz") == 200  # up to date
+        assert await extract("iso", "boot.iso") == 200
+        async with s.post(proxy.base + f"/tftp/pxegrub2/{MAC}", data={
+                "pxeconfig": "x", "targetos": "os", "release": "1", "arch": "x86_64",
+                "universe_archive": f"{u}/boot.iso", "universe_kernel": f"{u}/linux",
+                "universe_initrd": f"{u}/linux",
+                "universe_source_digest": "0" * 64}) as resp:
+            assert resp.status == 409
+    assert events == []
+
+
+async def test_oci_fetches_do_no_file_work_on_the_event_loop(api, tmp_path) -> None:
+    """From a registry that wants credentials: the auth file, staging and the store are read
+    on threads; new, up to date, respun and already-stored layers alike."""
+    import base64
+    import json
+
+    from tests.helpers.registry import Pusher, Registry
+
+    registry = Registry(tmp_path / "registry", htpasswd={"u": "p"})
+    try:
+        pusher = Pusher(registry, tmp_path / "push", ("u", "p"), basic=True)
+        pusher.push("os/netboot", "1", {"vmlinuz": b"k1" * 5000, "initrd.img": b"i1" * 5000})
+        auth = tmp_path / "auth.json"
+        auth.write_text(json.dumps({"auths": {registry.host: {
+            "auth": base64.b64encode(b"u:p").decode()}}}))
+        proxy = await api(oci_auth_file=auth)
+        kernel, initrd = (registry.url("os/netboot:1", t) for t in ("vmlinuz", "initrd.img"))
+        with on_this_thread() as events:
+            for prefix, url in (("boot/o", kernel), ("boot/o", initrd), ("boot/o", kernel),
+                                ("boot/p", kernel)):
+                status, _, body = await proxy.fetch_boot_file(prefix, url)
+                assert status == 200, body
+            # The push is the test's own file work: on a thread, not watched.
+            await asyncio.to_thread(pusher.push, "os/netboot", "1",
+                                    {"vmlinuz": b"k2" * 5000, "initrd.img": b"i2" * 5000})
+            status, _, body = await proxy.fetch_boot_file("boot/o", kernel)
+            assert (status, body["status"]) == (200, "published"), body
+        assert events == []
+    finally:
+        registry.stop()
+
+
 def test_the_hook_sees_file_work_on_the_watched_thread(tmp_path) -> None:
     """The check above can fail: the same hook catches a plain open() on this thread."""
     with on_this_thread() as events:

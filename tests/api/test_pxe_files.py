@@ -33,6 +33,7 @@ async def test_pxegrub2_host_tree_from_the_bootloader_universe(proxy) -> None:
     assert links(p.root, f"{HOST}/grub2") == {
         "grubx64.efi": "../../../bootloader-universe/pxegrub2/redhat/9.4/x86_64/grubx64.efi",
         "shimx64.efi": "../../../bootloader-universe/pxegrub2/redhat/9.4/x86_64/shimx64.efi",
+        "vmlinuz": "../../../bootloader-universe/pxegrub2/redhat/9.4/x86_64/vmlinuz",
     }
     assert (grub / "shimx64.efi").read_text() == "shimx64.efi"
     # The classic files are still written, for loaders that do not use the host tree.

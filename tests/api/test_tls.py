@@ -11,6 +11,7 @@ import pytest
 from tests.api.certs import TRUSTED_CN, UNTRUSTED_CN, Pki
 from tests.api.conftest import ServedProxy, curl
 from tftproxy.api.listeners import server_ssl_context
+from tftproxy.api.proxy import CAPABILITIES
 from tftproxy.errors import SettingsError
 from tftproxy.settings.model import Settings
 
@@ -114,7 +115,7 @@ async def test_http_listener_off_and_module_on_one_listener(proxy, pki: Pki) -> 
     r = await curl(q.urls["http"] + "/v2/features")
     assert json.loads(r.body)["tftp"] | {"settings": None} == {
         "http_enabled": False, "https_enabled": True, "settings": None, "state": "running",
-        "capabilities": []}
+        "capabilities": list(CAPABILITIES)}
 
 
 async def test_old_tls_versions_are_refused(proxy, pki: Pki) -> None:

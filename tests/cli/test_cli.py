@@ -102,3 +102,29 @@ def test_serve_on_a_busy_address_says_so(nginx: Nginx, root: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().endswith("address already in use")
     assert "Traceback" not in done.stderr
+
+
+def test_fetch_and_status_of_an_oci_source(tmp_path: Path, root: Path) -> None:
+    from tests.helpers.registry import Pusher, Registry
+
+    registry = Registry(tmp_path / "registry")
+    try:
+        data = os.urandom(50_000)
+        digest = Pusher(registry, tmp_path / "push").push("fedora/netboot", "40-amd64",
+                                                          {"vmlinuz": data})
+        url = registry.url("fedora/netboot:40-amd64", "vmlinuz")
+        done = tftproxy("fetch", "--root", str(root), "boot/oci", url)
+        assert done.returncode == 0, done.stderr
+        sha = hashlib.sha256(data).hexdigest()
+        assert done.stdout == f"published: boot/oci-vmlinuz {len(data)} bytes sha256 {sha}\n"
+        done = tftproxy("status", "--root", str(root))
+        assert f"  source:       {url}\n" in done.stdout
+        assert (f"  fetched from: oci+http://{registry.host}/fedora/netboot@{digest}#vmlinuz\n"
+                in done.stdout)
+        assert f"  manifest:     {digest}\n  layer:        sha256:{sha}\n" in done.stdout
+        done = tftproxy("fetch", "--root", str(root), "boot/oci",
+                        registry.url("fedora/netboot:40-amd64"))
+        assert done.returncode == 2
+        assert "names no file of the artifact: add #TITLE" in done.stderr
+    finally:
+        registry.stop()

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import media
+
 PROJECT = Path(__file__).resolve().parents[2]
 CACHE = PROJECT / ".cache" / "e2e"
 VENV_BIN = Path(sys.executable).parent
@@ -49,6 +51,9 @@ MIRROR = "http://127.0.0.1:8080"  # nginx, on the namespace's own loopback
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot enforced: the SMM build, and variables with Microsoft's 2011 CAs enrolled.
+OVMF_CODE_SB = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_SB = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 SNPONLY_EFI = Path("/usr/lib/ipxe/snponly.efi")
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
 BUSYBOX = Path("/bin/busybox")
@@ -329,9 +334,13 @@ for arg in $(cat /proc/cmdline); do
 done
 pad=none
 [ -f /pad.bin ] && pad=$(sha256sum /pad.bin | cut -d' ' -f1)
-echo "{marker} nonce={nonce} initrd={label} cmdline=$cmdline pad=$pad"
+{pre}echo "{marker} nonce={nonce} initrd={label} cmdline=$cmdline pad=$pad{fields}"
 poweroff -f
 """
+# What the kernel said about Secure Boot ("secureboot: Secure boot enabled" or "disabled").
+SECUREBOOT_PRE = ("sb=unknown\n"
+                  "dmesg | grep -q 'Secure boot enabled' && sb=on\n"
+                  "dmesg | grep -q 'Secure boot disabled' && sb=off\n")
 
 
 @dataclass(frozen=True)
@@ -344,7 +353,8 @@ class Initrd:
     pad_sha256: str | None
 
 
-def build_initrd(dest: Path, *, label: str, nonce: str, pad_bytes: int = 0) -> Initrd:
+def build_initrd(dest: Path, *, label: str, nonce: str, pad_bytes: int = 0,
+                 report_secureboot: bool = False) -> Initrd:
     """A gzipped initramfs: busybox-static and an /init that prints the marker, then powers off.
 
     ``pad_bytes`` of random data go into /pad.bin; /init prints their sha256, so the test can
@@ -352,7 +362,9 @@ def build_initrd(dest: Path, *, label: str, nonce: str, pad_bytes: int = 0) -> I
     """
     if not BUSYBOX.is_file() or not _is_static_elf(BUSYBOX):
         raise LabError(f"{BUSYBOX} is missing or not statically linked: install busybox-static")
-    init = INIT_SCRIPT.format(marker=MARKER, nonce=nonce, label=label).encode()
+    init = INIT_SCRIPT.format(marker=MARKER, nonce=nonce, label=label,
+                              pre=SECUREBOOT_PRE if report_secureboot else "",
+                              fields=" secureboot=$sb" if report_secureboot else "").encode()
     entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
         ("bin", 0o40755, b"", (0, 0)),
         ("dev", 0o40755, b"", (0, 0)),
@@ -373,11 +385,7 @@ def build_initrd(dest: Path, *, label: str, nonce: str, pad_bytes: int = 0) -> I
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return media.sha256(path)
 
 
 # ---------------------------------------------------------------------------- the capture
@@ -507,8 +515,13 @@ http {{
     return conf
 
 
-def write_dnsmasq_conf(base: Path, hosts: Sequence[tuple[str, str]]) -> Path:
-    """DHCP only (port=0: no DNS). iPXE gets the chain script, UEFI firmware gets iPXE first."""
+def write_dnsmasq_conf(base: Path, hosts: Sequence[tuple[str, str]],
+                      universe_hosts: Sequence[tuple[str, str]] = ()) -> Path:
+    """DHCP only (port=0: no DNS). iPXE gets the chain script, UEFI firmware gets iPXE first.
+
+    ``universe_hosts`` boot as Foreman points a host at its bootloader universe: their boot
+    file is ``host-config/<mac>/grub2/boot-sb.efi`` (shim, then grub beside it).
+    """
     conf = base / "dnsmasq.conf"
     lines = [
         "port=0",
@@ -526,18 +539,27 @@ def write_dnsmasq_conf(base: Path, hosts: Sequence[tuple[str, str]]) -> Path:
         "dhcp-userclass=set:ipxe,iPXE",
         "dhcp-match=set:efi64,option:client-arch,7",
         "dhcp-match=set:efi64,option:client-arch,9",
-        f"dhcp-boot=tag:ipxe,e2e/boot.ipxe,,{SERVER_IP}",
-        f"dhcp-boot=tag:!ipxe,tag:efi64,e2e/snponly.efi,,{SERVER_IP}",
-        f"dhcp-boot=tag:!ipxe,tag:!efi64,e2e/boot.ipxe,,{SERVER_IP}",
+        f"dhcp-boot=tag:!universe,tag:ipxe,e2e/boot.ipxe,,{SERVER_IP}",
+        f"dhcp-boot=tag:!universe,tag:!ipxe,tag:efi64,e2e/snponly.efi,,{SERVER_IP}",
+        f"dhcp-boot=tag:!universe,tag:!ipxe,tag:!efi64,e2e/boot.ipxe,,{SERVER_IP}",
+        # shim reads its own path from the BOOTP file field to find grub beside it: keep the
+        # name there, never moved into options (Secure Boot PXE recipe).
+        "dhcp-no-override",
         # A router advertisement lets iPXE's IPv6 autoconfiguration finish at once instead of
         # waiting ~13 s for one before it runs the boot file (IPv4 is used for everything).
         "enable-ra",
         f"dhcp-range={SERVER_IP6.rsplit('::', 1)[0]}::,ra-only,64",
     ]
     lines += [f"dhcp-host={mac},{ip}" for mac, ip in hosts]
+    for n, (mac, ip) in enumerate(universe_hosts):
+        lines += [f"dhcp-host={mac},set:universe,set:u{n},{ip}",
+                  f"dhcp-boot=tag:u{n},{HOST_CONFIG_BOOT.format(mac.replace(':', '-'))},,"
+                  f"{SERVER_IP}"]
     conf.write_text("\n".join(lines) + "\n")
     return conf
 
+
+HOST_CONFIG_BOOT = "host-config/{}/grub2/boot-sb.efi"
 
 BOOT_IPXE = f"""#!ipxe
 echo tftproxy-e2e: chaining the config of ${{mac:hexhyp}}
@@ -588,7 +610,10 @@ class Lab:
         self.root = workdir / "tftpboot"
         self.www = workdir / "mirror"
         self.procs: list[Proc] = []
-        self.hosts = [Host(f"52:54:00:e2:e2:{i:02x}", f"{SUBNET}.{100 + i}") for i in range(1, 17)]
+        self.hosts = [Host(f"52:54:00:e2:e2:{i:02x}", f"{SUBNET}.{100 + i}") for i in range(1, 13)]
+        self.universe_hosts = [Host(f"52:54:00:e2:e3:{i:02x}", f"{SUBNET}.{120 + i}")
+                               for i in range(1, 7)]
+        self._next_universe_host = 0
         self._next_host = 0
         self.timings: list[BootTiming] = []
         self.tftp_server = "?"
@@ -606,9 +631,11 @@ class Lab:
         cap = self._spawn("tftpcap", [sys.executable, Path(__file__).with_name("tftpcap.py"),
                                       "br0", self.capture.path, "--max-seconds", "1800"])
         wait_until("the packet capture", lambda: self.capture.path.exists(), 10, proc=cap)
+        dns_conf = write_dnsmasq_conf(self.dir, [(h.mac, h.ip) for h in self.hosts],
+                                      [(h.mac, h.ip) for h in self.universe_hosts])
         dns = self._spawn("dnsmasq", [
             "dnsmasq", "--keep-in-foreground", "--user=root", "--group=root",
-            f"--conf-file={write_dnsmasq_conf(self.dir, [(h.mac, h.ip) for h in self.hosts])}",
+            f"--conf-file={dns_conf}",
             f"--log-facility={self.dir / 'dnsmasq.log'}", f"--pid-file={self.dir / 'dnsmasq.pid'}",
         ])
         wait_until("dnsmasq on br0:67", lambda: ns.udp_listening("0.0.0.0%br0", 67)
@@ -691,6 +718,12 @@ class Lab:
         self._next_host += 1
         return host
 
+    def new_universe_host(self) -> Host:
+        """A host whose DHCP boot file is its host-config/<mac>/grub2/boot-sb.efi."""
+        host = self.universe_hosts[self._next_universe_host]
+        self._next_universe_host += 1
+        return host
+
     # -- HTTP from inside the namespace
 
     def curl(self, url: str, *, form: dict[str, str] | None = None, check: bool = True,
@@ -707,6 +740,18 @@ class Lab:
         if check and not 200 <= status < 300:
             raise LabError(f"{url} answered {status}: {body.strip() or out.stderr.strip()}")
         return status, body
+
+    def post_json(self, path: str, body: Any, timeout: float = 300.0) -> tuple[int, str]:
+        """POST a JSON body to tftproxy's API from inside the namespace."""
+        assert self.netns is not None
+        data = self.dir / "post.json"
+        data.write_text(json.dumps(body))
+        out = self.netns.run(["curl", "-sS", "--max-time", str(int(timeout)), "-H",
+                              "Content-Type: application/json", "--data-binary", f"@{data}",
+                              "-o", "-", "-w", "\n%{http_code}", f"{self.api_url}{path}"],
+                             check=False, timeout=timeout + 10)
+        body_text, _, code = out.stdout.rpartition("\n")
+        return (int(code) if code.strip().isdigit() else 0), body_text
 
     # -- the mirror and publishing
 
@@ -797,7 +842,7 @@ class Machine:
     """One QEMU guest on a tap in the lab's bridge, network-booting with real firmware."""
 
     def __init__(self, lab: Lab, name: str, host: Host, firmware: str) -> None:
-        assert firmware in ("bios", "uefi")
+        assert firmware in ("bios", "uefi", "uefi-sb")
         assert lab.netns is not None
         self.lab = lab
         self.name = name
@@ -837,10 +882,15 @@ class Machine:
         else:
             # OVMF with its own network stack (romfile= keeps iPXE's EFI ROM out): the
             # firmware's PXE client is the one that talks to tftproxy first.
+            secure = self.firmware == "uefi-sb"
+            code = OVMF_CODE_SB if secure else OVMF_CODE
             vars_copy = self.dir / "OVMF_VARS.fd"
-            shutil.copyfile(OVMF_VARS, vars_copy)
-            argv += ["-machine", "q35",
-                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            shutil.copyfile(OVMF_VARS_SB if secure else OVMF_VARS, vars_copy)
+            if secure:
+                # Enforced Secure Boot needs SMM and a write-protected variable store.
+                argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+            argv += ["-machine", "q35,smm=on" if secure else "q35",
+                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
                      "-device",
                      f"virtio-net-pci,netdev=n0,mac={self.host.mac},romfile=,bootindex=1"]
@@ -896,6 +946,24 @@ class Machine:
                                            marker is not None, str(self.lab.dir)))
         return Boot(self.name, self.firmware, self.host, self.started, seconds, marker, exited,
                     self.serial(), self.serial_path)
+
+    def wait_for_text(self, text: str, timeout: float) -> float | None:
+        """Seconds until the serial console shows ``text`` (None: it did not, in time)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout * timeout_scale()
+        seen = None
+        while time.monotonic() < deadline and self.proc.alive():
+            if text in self.serial():
+                seen = time.time() - self.started
+                break
+            time.sleep(0.2)
+        if seen is None and text in self.serial():
+            seen = time.time() - self.started
+        self.lab.timings.append(BootTiming(self.name, self.firmware,
+                                           round(seen or (time.time() - self.started), 1),
+                                           seen is not None, str(self.lab.dir)))
+        self.stop()
+        return seen
 
     def screendump(self) -> None:
         """Best effort: a picture of the screen (iPXE's errors show there) for the post-mortem."""

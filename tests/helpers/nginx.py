@@ -22,6 +22,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
+    """Return once ``proc`` accepts connections on the loopback ``port`` (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"{what} failed: {err}") from None
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start listening within 10 s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server we started, killing it if it does not exit within 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def find_nginx() -> str:
     for cand in (shutil.which("nginx"), "/usr/sbin/nginx"):
         if cand and os.access(cand, os.X_OK):
@@ -69,17 +95,7 @@ http {{
 """)
         self.proc = subprocess.Popen([find_nginx(), "-c", str(conf), "-p", str(base)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"nginx failed: {err}") from None
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start listening within 10 s")
+        wait_listening(self.proc, self.port, "nginx")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -122,10 +138,4 @@ http {{
         return self._entries(uri)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

@@ -209,7 +209,8 @@ def test_missing_settings_yml(tmp_path: Path) -> None:
     ("feature_enabled: http\nhttp_enabled: false\n", "no API listener is left"),
     ("prefetch:\n- prefix: boot/c9\n", "setting 'prefetch.0.urls' from {cfg}: Field required"),
     ("prefetch:\n- prefix: boot/c9\n  urls: ['ftp://m/vmlinuz']\n",
-     "setting 'prefetch.0.urls' from {cfg}: 'ftp://m/vmlinuz' is not an http:// or https:// URL"),
+     "setting 'prefetch.0.urls' from {cfg}: 'ftp://m/vmlinuz' is not an http://, https:// or "
+     "oci:// URL"),
     ("prefetch:\n- prefix: ''\n  urls: ['http://m/vmlinuz']\n",
      "setting 'prefetch.0.prefix' from {cfg}: String should have at least 1 character"),
     ("sync_interval: 3600\nsync_idle_interval: 600\n",
@@ -327,3 +328,22 @@ async def test_serve_with_a_settings_directory(tmp_path: Path, pki: Pki) -> None
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
+
+
+def test_archive_settings_of_smart_proxy_pr_958_are_accepted(tmp_path: Path) -> None:
+    """tftp_download_max_time is the total time of one download (fetch_timeout); preflight
+    HEADs an archive's source before its first download."""
+    from tftproxy import assemble
+
+    d = tmp_path / "sp"
+    write(d / "settings.yml", "http_port: 8000\n")
+    write(d / "settings.d/tftp.yml", ":tftp_download_max_time: 120\n"
+                                     ":tftp_http_download_preflight: false\n")
+    loaded = load(settings_dir=d, environ={})
+    assert loaded.settings.fetch_timeout == 120
+    assert loaded.origin["fetch_timeout"].endswith("(key tftp_download_max_time)")
+    assert assemble.fetch_options(loaded.settings).total_timeout == 120
+    assert assemble.job_options(loaded.settings).preflight is False
+    write(d / "settings.d/tftp.yml", ":tftp_http_download_preflight: maybe\n")
+    with pytest.raises(SettingsError, match="tftp_http_download_preflight"):
+        load(settings_dir=d, environ={})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,22 @@ def test_a_record_from_a_newer_release_is_refused_not_misread(root: Path) -> Non
     with pytest.raises(RecordUnreadable, match="newer"):
         store.records.record("boot/c7-vmlinuz")
     assert store.records.records() == []  # listed as unreadable, not as something else
+
+
+def test_a_format_1_record_is_read_and_an_oci_version_round_trips(root: Path) -> None:
+    store = _old_tree(root)
+    path = store.layout.meta_dir / f"{name_key('boot/c7-vmlinuz')}.json"
+    path.write_text(json.dumps({**OLD_RECORD, "format": 1}))  # as tftproxy wrote it before OCI
+    rec = store.records.record("boot/c7-vmlinuz")
+    assert rec is not None and rec.current is not None
+    assert rec.current.manifest_digest is None
+    digest = "sha256:" + "ab" * 32
+    oci = replace(rec.current, source="oci://r/f:40#vmlinuz", manifest_digest=digest)
+    store.transactions.mark_checked("boot/c7-vmlinuz", oci, 1700000300.0)
+    data = json.loads(path.read_text())
+    assert (data["format"], data["current"]["manifest_digest"]) == (2, digest)
+    again = store.records.record("boot/c7-vmlinuz")
+    assert again is not None and again.current == oci
 
 
 def test_an_older_tree_without_sync_state_is_synced_and_reported(root: Path) -> None:

@@ -57,9 +57,13 @@ def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> bool:
 
 
 def curl_get(port: int, name: str, out: Path, *, host: str = "127.0.0.1",
-             blksize: int | None = None, options: bool = True) -> subprocess.CompletedProcess[str]:
+             blksize: int | None = None, options: bool = True,
+             source: str | None = None) -> subprocess.CompletedProcess[str]:
+    """curl's TFTP client; ``source`` is the local address it sends from (one machine)."""
     url_host = f"[{host}]" if ":" in host else host
     cmd = [need("curl"), "-sS", "-o", str(out), f"tftp://{url_host}:{port}/{name}"]
+    if source is not None:
+        cmd += ["--interface", source]
     if blksize is not None:
         cmd += ["--tftp-blksize", str(blksize)]
     if not options:

@@ -40,6 +40,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2/features", proxy.features_v2),
     Route("GET", openapi.PATH, openapi.document),
     Route("POST", "/tftp/fetch_boot_file", bootfiles.fetch_boot_file),
+    Route("POST", "/tftp/fetch_and_process", bootfiles.fetch_and_process),
     Route("GET", "/tftp/fetch_boot_file/{job_id}", bootfiles.fetch_job_status),
     Route("POST", "/tftp/prune", bootfiles.prune),
     Route("GET", "/tftp/status", bootfiles.status),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tftproxy.jobs.archive import Archives
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
 from tftproxy.store.aio import AsyncStore
@@ -16,6 +17,11 @@ class ApiContext:
     settings: Settings
     files: BootFiles
     store: AsyncStore
+    archives: Archives = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Archive requests of this app: they run as jobs of ``files``.
+        object.__setattr__(self, "archives", Archives(self.files))
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("tftproxy", ApiContext)

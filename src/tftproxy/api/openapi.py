@@ -84,6 +84,11 @@ _CONFIG_BODY = _form({
         "release": {"type": "string", "pattern": f"^(?:{_COMPONENT})?$"},
         "arch": {"type": "string", "pattern": f"^{_COMPONENT}$"},
         "bootfile_suffix": {"type": "string", "pattern": f"^(?:{_COMPONENT})?$"},
+        "universe_archive": {"type": "string"},
+        "universe_kernel": {"type": "string"},
+        "universe_initrd": {"type": "string"},
+        "universe_source_digest": {"type": "string",
+                                   "description": "sha256 (hex) of the archive's source URL"},
     },
     "anyOf": [{"required": ["pxeconfig"]}, {"required": ["syslinux_config"]}],
     "allOf": [{"anyOf": [
@@ -109,6 +114,9 @@ def _create(op_id: str, summary: str, parameters: list[dict[str, Any]]) -> dict[
                           "files cannot be written"),
             "403": _BAD_MAC_OR_VARIANT,
             "404": _error("The tftp module is not enabled on this listener"),
+            "409": _error("pxegrub2: the host's bootloader universe is being fetched, or the "
+                          "universe_* parameters name one that is missing or not from that "
+                          "source"),
             "413": _error("The body is larger than 1 MiB"),
             "415": _error("The body's Content-Type or charset is not supported"),
         },
@@ -194,40 +202,6 @@ _FETCH_JOB = {
         "result": _FETCH_RESULT,
     },
 }
-_SET_OUTCOME = {
-    "type": "object",
-    "required": ["set", "status", "checked"],
-    "properties": {
-        "set": {"type": "string"},
-        "status": {"type": "string", "enum": ["unchanged", "updated", "failed"]},
-        "checked": {"type": "string"},
-        "from_generation": {"type": "integer", "nullable": True,
-                            "description": "updated: the generation replaced"},
-        "generation": {"type": "integer", "nullable": True,
-                       "description": "The set's generation now current."},
-        "error": {"type": "string", "description": "failed: why; the last good generation "
-                  "is kept"},
-        "files": {"type": "array", "items": _FETCH_RESULT},
-    },
-}
-_SYNC_RUN = {
-    "type": "object",
-    "required": ["id", "url", "state", "total", "unchanged", "updated", "failed", "sets",
-                 "pending"],
-    "properties": {
-        "id": {"type": "string"},
-        "url": {"type": "string", "description": "This run's status route."},
-        "state": {"type": "string", "enum": ["running", "done"]},
-        "started": {"type": "string"},
-        "finished": {"type": "string"},
-        "total": {"type": "integer"},
-        "unchanged": {"type": "integer"},
-        "updated": {"type": "integer"},
-        "failed": {"type": "integer"},
-        "sets": {"type": "array", "items": _SET_OUTCOME},
-        "pending": {"type": "array", "items": {"type": "string"}},
-    },
-}
 _V2_MODULE = {
     "type": "object",
     "required": ["http_enabled", "https_enabled", "settings", "state", "capabilities"],
@@ -288,7 +262,8 @@ def openapi_document() -> dict[str, Any]:
             "operationId": "fetchBootFile",
             "summary": "Fetch a boot file into the TFTP root, transactionally",
             "description": "The destination is `prefix + '-' + basename(path)`, or "
-                           "`prefix + basename(path)` when prefix ends in `/`. The request "
+                           "`prefix + basename(path)` when prefix ends in `/`; for an oci "
+                           "source the basename is the layer's title. The request "
                            "waits up to `fetch_wait` seconds for the result, then answers 202 "
                            "with the job's status URL. Parameters may also be sent in the "
                            "query string.",
@@ -297,7 +272,9 @@ def openapi_document() -> dict[str, Any]:
                 "properties": {
                     "prefix": {"type": "string", "description": "Destination prefix, "
                                "relative to the TFTP root (Foreman: `boot/<medium>-<hash>`)."},
-                    "path": {"type": "string", "description": "Source URL (http, https)."},
+                    "path": {"type": "string", "description": "Source URL: http(s), or "
+                             "oci://REGISTRY/REPOSITORY:TAG#FILE (also @sha256:DIGEST, "
+                             "oci+http:// for a plain-HTTP registry)."},
                 },
             }),
             "responses": {
@@ -309,6 +286,50 @@ def openapi_document() -> dict[str, Any]:
                 "403": _DENIED,
                 "404": _error("The tftp module is not enabled on this listener"),
                 "502": _error("The download failed"),
+            },
+        }},
+        "/tftp/fetch_and_process": {"post": {
+            "operationId": "fetchAndProcess",
+            "summary": "Fetch an archive and publish members of it as a bootloader universe",
+            "description": "smart-proxy PR #958. `extract`: the archive from `source` is "
+                           "published as `destination`, each `files` entry (TFTP name -> "
+                           "archive member) extracted from it and each `symlinks` entry "
+                           "(link -> one of the files) made, all in the archive's directory "
+                           "and switched as one generation. Without `extract`, `source` is "
+                           "fetched to the exact name `destination`. Query parameters win "
+                           "over the JSON body's keys. `POST /tftp/fetch_boot_file` accepts "
+                           "the same JSON.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {
+                    "extract": {"type": "object", "required": ["source", "destination",
+                                                               "type", "files"],
+                                "properties": {
+                                    "source": {"type": "string"},
+                                    "destination": {"type": "string"},
+                                    "type": {"type": "string", "enum": ["tgz", "iso"]},
+                                    "files": {"type": "object",
+                                              "additionalProperties": {"type": "string"}},
+                                    "symlinks": {"type": "object",
+                                                 "additionalProperties": {"type": "string"}},
+                                }},
+                    "source": {"type": "string"},
+                    "destination": {"type": "string"},
+                },
+            }}}},
+            "responses": {
+                "200": _json(_FETCH_RESULT, "The archive and its universe are published (or "
+                                            "were up to date)"),
+                "202": {**_json(_FETCH_JOB, "Still running; poll the job's URL"),
+                        "headers": {"Location": {"schema": {"type": "string"},
+                                                 "description": "The job's status URL"}}},
+                "400": _error("A bad name, member, link, type or URL"),
+                "403": _DENIED,
+                "404": _error("The tftp module is not enabled on this listener"),
+                "415": {"description": "`Invalid JSON content in body of request: ...`",
+                        "content": _TEXT},
+                "502": _error("The download, an extraction or a verification failed; nothing "
+                              "was published"),
             },
         }},
         "/tftp/fetch_boot_file/{job_id}": {"get": {
@@ -356,45 +377,6 @@ def openapi_document() -> dict[str, Any]:
                 "404": _error("The tftp module is not enabled on this listener"),
             },
         }},
-        "/tftp/sync": {"post": {
-            "operationId": "syncBootFiles",
-            "summary": "Revalidate boot sets now (Sync boot files)",
-            "description": "Every published boot set, or the set of `prefix`, is checked "
-                           "upstream with conditional requests; a change is published as one "
-                           "new generation. Waits up to `fetch_wait` seconds, then answers "
-                           "202 with the run's status URL. `prefix` may also be sent in the "
-                           "query string.",
-            "requestBody": {"required": False, "content": {
-                "application/x-www-form-urlencoded": {"schema": {
-                    "type": "object", "properties": {"prefix": {
-                        "type": "string", "pattern": "^[^/\\s]",
-                        "description": "A boot set's prefix, as given to fetch_boot_file "
-                        "(relative to the root); absent: every set."}}}}}},
-            "responses": {
-                "200": _json(_SYNC_RUN, "Every set is unchanged or updated"),
-                "202": {**_json(_SYNC_RUN, "Still running; poll the run's URL"),
-                        "headers": {"Location": {"schema": {"type": "string"},
-                                                 "description": "The run's status URL"}}},
-                "400": _error("Bad prefix or parameters"),
-                "403": _DENIED,
-                "404": _error("No boot set under that prefix, or the tftp module is not "
-                              "enabled on this listener"),
-                "413": _error("The body is larger than 1 MiB"),
-                "415": _error("The body's Content-Type or charset is not supported"),
-                "502": _error("A set failed; each failed set is named, its last good "
-                              "generation kept"),
-            },
-        }},
-        "/tftp/sync/{run_id}": {"get": {
-            "operationId": "getSyncRun", "summary": "Status of a boot-set sync run",
-            "parameters": [{"name": "run_id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {
-                "200": _json(_SYNC_RUN, "The run"),
-                "403": _DENIED,
-                "404": _error("Unknown or expired run"),
-            },
-        }},
         "/tftp/create_default": {"post": _create_default(
             "createDefaultLegacy", "Write the syslinux default menu (legacy form)", [])},
         "/tftp/{variant}/create_default": {"post": _create_default(
@@ -430,6 +412,9 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
         }},
     }
+    from tftproxy.api.openapi_sync import SYNC_PATHS  # it builds on this module's parts
+
+    paths.update(SYNC_PATHS)
     return {
         "openapi": "3.0.3",
         "info": {

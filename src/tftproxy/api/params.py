@@ -9,6 +9,7 @@ would write U+FFFD into a boot config).
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
@@ -102,3 +103,40 @@ async def read_params(request: web.Request) -> dict[str, str]:
     params = parse_urlencoded(request.rel_url.raw_query_string.encode(), "query string")
     params.update(await _body_params(request))
     return params
+
+
+_RUBY_CLASSES = {list: "Array", str: "String", int: "Integer", float: "Float",
+                 type(None): "NilClass", bool: "TrueClass"}
+
+
+class InvalidJson(UnsupportedMediaType):
+    """smart-proxy's ``parse_json_body`` refusal; its text is the whole answer (415)."""
+
+
+async def read_json_params(request: web.Request) -> dict[str, Any]:
+    """smart-proxy's ``parse_json_body.merge(params)``: a JSON object body, values of any type,
+    with the query's parameters winning on conflict; any other body as :func:`read_params`.
+
+    Unparsable JSON, or JSON that is not an object, is 415 (InvalidJson), as smart-proxy says.
+    """
+    if request.content_type != "application/json":
+        return dict(await read_params(request))
+    query = parse_urlencoded(request.rel_url.raw_query_string.encode(), "query string")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"request body larger than {request.client_max_size} "
+                           f"bytes") from None
+    if not body.strip():
+        return dict(query)
+    try:
+        data = json.loads(body.decode(request.charset or "utf-8"))
+    except (ValueError, LookupError) as exc:
+        raise InvalidJson(f"Invalid JSON content in body of request: {exc}") from None
+    if not isinstance(data, dict):
+        kind = _RUBY_CLASSES.get(type(data), type(data).__name__)
+        if data is False:
+            kind = "FalseClass"
+        raise InvalidJson(f"Invalid JSON content in body of request: data must be a hash, "
+                          f"not {kind}")
+    return {**data, **query}

@@ -10,6 +10,11 @@ from tftproxy import __version__
 from tftproxy.api.context import context
 from tftproxy.settings.model import FeatureMode, Settings
 
+# smart-proxy PR #958's: archives (tgz, iso) extracted into bootloader universes, whose boot
+# files (kernel, initrd) Foreman may point hosts at.
+CAPABILITIES = ("bootloader_archive_iso", "bootloader_archive_tgz", "bootloader_universe",
+                "bootloader_universe_boot_files")
+
 
 def enabled_modules(settings: Settings) -> list[str]:
     """The smart-proxy modules this proxy runs: tftp, unless its settings turn it off."""
@@ -25,7 +30,7 @@ def v2_features(settings: Settings) -> dict[str, Any]:
             "https_enabled": settings.feature_on("https"),
             "settings": {"tftp_servername": settings.tftp_servername},
             "state": "running" if running else "disabled",
-            "capabilities": [],
+            "capabilities": list(CAPABILITIES),
         }
     }
 

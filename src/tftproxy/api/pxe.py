@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tftproxy.api.context import context
+from tftproxy.api.context import ApiContext, context
 from tftproxy.api.params import read_params
 from tftproxy.api.responses import error_response, text_response
-from tftproxy.errors import PxeInputError, TftproxyError
-from tftproxy.pxe import HostParams, Mac, Variant, parse_variant
+from tftproxy.errors import Conflict, PxeInputError, TftproxyError
+from tftproxy.pxe import HostParams, Mac, UniverseParams, Variant, parse_variant, universe_dir
 
 CREATE = "TFTP: Failed to create pxe config file"
 CREATE_DEFAULT = "TFTP: Failed to create PXE default file"
@@ -41,12 +41,29 @@ async def _create(request: web.Request, variant_text: str, mac_text: str) -> web
         host = HostParams.from_params(params)
     except PxeInputError as exc:
         return error_response(HOST_DIR, exc)
+    ctx = context(request)
     try:
-        await context(request).store.call(
-            lambda s: s.configs.write(variant, mac, content, host))
+        if host is not None and variant is Variant.PXEGRUB2:
+            await _check_universe(ctx, host, UniverseParams.from_params(params))
+        await ctx.store.call(lambda s: s.configs.write(variant, mac, content, host))
     except TftproxyError as exc:
         return error_response(CREATE, exc)
     return _ok()
+
+
+async def _check_universe(ctx: ApiContext, host: HostParams,
+                          wanted: UniverseParams | None) -> None:
+    """Conflict (409) while the host's universe is being fetched (its links would miss what
+    is hidden), or when the universe Foreman relies on is not the one published."""
+    for release in (host.release, "default"):
+        if not release:
+            continue
+        directory = universe_dir(host.targetos, release, host.arch)
+        if ctx.archives.busy(directory) is not None:
+            raise Conflict(f"Bootloader universe files are currently being downloaded or "
+                           f"extracted: {directory}")
+    if wanted is not None:
+        await ctx.store.check_universe(wanted)
 
 
 async def _create_default(request: web.Request, variant_text: str) -> web.Response:

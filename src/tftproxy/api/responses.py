@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from tftproxy.errors import (
     BodyTooLarge,
+    Conflict,
     InputError,
     InvalidMac,
     LocalFailure,
@@ -37,6 +38,7 @@ STATUS: tuple[tuple[type[TftproxyError], int], ...] = (
     (UnsupportedMediaType, 415),
     (InputError, 400),
     (Refused, 403),
+    (Conflict, 409),
     (NotFound, 404),
     (UpstreamError, 502),
     (LocalFailure, 500),

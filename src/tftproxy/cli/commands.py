@@ -153,8 +153,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  fetched from: {cur['final_url']}")
             print(f"  size:         {cur['size']} bytes")
             print(f"  sha256:       {cur['sha256']}")
-            print(f"  etag:         {cur['etag'] or '-'}")
-            print(f"  last-modified:{' ' + cur['last_modified'] if cur['last_modified'] else ' -'}")
+            if "manifest_digest" in cur:
+                print(f"  manifest:     {cur['manifest_digest']}")
+                print(f"  layer:        {cur['layer_digest']}")
+            else:
+                print(f"  etag:         {cur['etag'] or '-'}")
+                print(f"  last-modified:"
+                      f"{' ' + cur['last_modified'] if cur['last_modified'] else ' -'}")
             print(f"  verified:     {cur['verified']}")
             print(f"  fetched:      {f['fetched']}")
         print(f"  checked:      {f['checked']}")

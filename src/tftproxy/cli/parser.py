@@ -51,11 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch", help="fetch one boot file transactionally, from a shell",
                        description="Fetch URL and publish it as PREFIX-basename (or "
-                       "PREFIX/basename when PREFIX ends in /), exactly as "
+                       "PREFIX/basename when PREFIX ends in /; an OCI source's basename is "
+                       "its layer's title), exactly as "
                        "POST /tftp/fetch_boot_file does. Exits non-zero on failure.")
     _add_common(p)
     p.add_argument("prefix", metavar="PREFIX", help="destination prefix relative to the root")
-    p.add_argument("url", metavar="URL", help="source URL (http or https)")
+    p.add_argument("url", metavar="URL",
+                   help="source URL: http(s)://..., or oci://REGISTRY/REPOSITORY:TAG#FILE "
+                   "(oci+http:// for a plain-HTTP registry)")
     p.set_defaults(func=commands.cmd_fetch)
 
     p = sub.add_parser("sync", help="revalidate boot sets now",

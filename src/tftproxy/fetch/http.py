@@ -4,7 +4,7 @@ It knows nothing of names or links; :mod:`tftproxy.jobs` decides what a result m
 Bytes are stored exactly as the server sent them (``Accept-Encoding: identity``, never
 decoded), as curl does without ``--compressed``. Every aiohttp failure becomes an
 :class:`~tftproxy.errors.UpstreamError` with a one-line reason in one place
-(:meth:`Fetcher._mapped_errors`); transient ones are retried with backoff.
+(:meth:`Fetcher.mapped_errors`); transient ones are retried with backoff.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ class Fetcher:
             ctx.load_verify_locations(cafile=str(self.options.ca_bundle))
         return ctx
 
-    async def _client(self) -> aiohttp.ClientSession:
+    async def session(self) -> aiohttp.ClientSession:
+        """The one client session (TLS, timeouts, no decoding) every upstream request uses."""
         async with self._session_lock:
             if self._session is None or self._session.closed:
                 # Reading the CA certificates is file work: not on the event loop.
@@ -113,14 +114,19 @@ class Fetcher:
         last_modified: str | None = None,
         on_response: OnResponse | None = None,
         progress: ProgressFn | None = None,
+        preflight: bool = False,
     ) -> Downloaded | NotModified:
         """GET ``url``, conditionally when validators are given, retrying what is transient.
 
         ``sink()`` gives a fresh, empty file for each attempt that gets a body: a failed
         attempt's bytes are never continued. ``on_response`` runs once a 200's headers are
-        in, before the body.
+        in, before the body. With ``preflight`` (smart-proxy's tftp_http_download_preflight)
+        an unconditional download is preceded by a HEAD, and a HEAD the server refuses
+        fails it before anything is downloaded or hidden.
         """
-        return await self._retrying(url, lambda: self._attempt(
+        if preflight and not (etag or last_modified):
+            await self.retrying(url, lambda: self._preflight(url))
+        return await self.retrying(url, lambda: self._attempt(
             url, sink, etag, last_modified, on_response, progress))
 
     async def get_text(self, url: str, limit: int) -> str | None:
@@ -131,11 +137,11 @@ class Fetcher:
         UpstreamError naming the URL.
         """
         try:
-            return await self._retrying(url, lambda: self._text_attempt(url, limit))
+            return await self.retrying(url, lambda: self._text_attempt(url, limit))
         except UpstreamError as exc:
             raise UpstreamError(f"{url}: {exc.reason}", local=exc.local) from None
 
-    async def _retrying(self, url: str, attempt_once: Callable[[], Awaitable[T]]) -> T:
+    async def retrying(self, url: str, attempt_once: Callable[[], Awaitable[T]]) -> T:
         """Run attempts until one succeeds, retrying only what is transient, within the
         total time limit."""
         o = self.options
@@ -175,8 +181,8 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        with self._mapped_errors():
-            async with await self._get(url, headers) as resp:
+        with self.mapped_errors():
+            async with await self.request("GET", url, headers) as resp:
                 final_url = str(resp.url)
                 validators = Validators(
                     etag=resp.headers.get("ETag"),
@@ -194,12 +200,21 @@ class Fetcher:
                 if on_response is not None:
                     await on_response(validators)
                 # The staging file is made only now: an up-to-date check creates no file.
-                return await _stream(resp, await sink(), final_url, validators, progress,
-                                     self.options.max_file_size)
+                return await stream_body(resp, await sink(), final_url, validators, progress,
+                                         self.options.max_file_size)
+
+    async def _preflight(self, url: str) -> None:
+        with self.mapped_errors():
+            async with await self.request("HEAD", url, {"Accept-Encoding": "identity"}) as resp:
+                # A server without HEAD (405, 501) leaves the decision to the GET.
+                if resp.status < 400 or resp.status in (405, 501):
+                    return
+                reason = f"preflight HEAD answered HTTP {resp.status} {resp.reason or ''}"
+                raise UpstreamError(reason.rstrip(), retryable=resp.status >= 500)
 
     async def _text_attempt(self, url: str, limit: int) -> str | None:
-        with self._mapped_errors():
-            async with await self._get(url, {"Accept-Encoding": "identity"}) as resp:
+        with self.mapped_errors():
+            async with await self.request("GET", url, {"Accept-Encoding": "identity"}) as resp:
                 if resp.status in ABSENT:
                     return None
                 if resp.status >= 500:
@@ -218,10 +233,11 @@ class Fetcher:
                 # Manifests are ASCII; undecodable bytes only make the parser reject them.
                 return bytes(body).decode("utf-8-sig", errors="replace")
 
-    async def _get(self, url: str, headers: dict[str, str]) -> Any:
+    async def request(self, method: str, url: str, headers: dict[str, str]) -> Any:
+        """One request with the redirect and proxy rules of the settings (``async with``)."""
         o = self.options
-        return (await self._client()).get(
-            url,
+        return (await self.session()).request(
+            method, url,
             headers=headers,
             # aiohttp counts the responses, not the redirects followed.
             allow_redirects=o.max_redirects > 0,
@@ -230,7 +246,7 @@ class Fetcher:
         )
 
     @contextlib.contextmanager
-    def _mapped_errors(self) -> Iterator[None]:
+    def mapped_errors(self) -> Iterator[None]:
         """aiohttp's exceptions as one-line UpstreamErrors, transient ones marked retryable."""
         o = self.options
         try:
@@ -268,15 +284,18 @@ class Fetcher:
             )
 
 
-async def _stream(
+async def stream_body(
     resp: aiohttp.ClientResponse,
     sink: Sink,
     final_url: str,
     validators: Validators,
     progress: ProgressFn | None,
     max_file_size: int,
+    limit_name: str = "max_file_size",
 ) -> Downloaded:
-    """The body into ``sink``, hashed on the way; its length checked against the header."""
+    """The body into ``sink``, hashed on the way; its length checked against
+    ``validators.content_length``; more than ``max_file_size`` bytes (``limit_name`` in the
+    message) stops it at once."""
     expected = validators.content_length
     writer = HashingWriter(sink)
     size = 0
@@ -298,9 +317,7 @@ async def _stream(
                 break
             size += len(chunk)
             if size > max_file_size:
-                raise UpstreamError(
-                    f"file grew past max_file_size ({max_file_size} bytes)"
-                )
+                raise UpstreamError(f"file grew past {limit_name} ({max_file_size} bytes)")
             batch.append(chunk)
             batch_size += len(chunk)
             if batch_size >= BATCH:

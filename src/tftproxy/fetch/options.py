@@ -20,3 +20,4 @@ class FetchOptions:
     ca_bundle: Path | None = None
     http_proxy: str | None = None
     max_file_size: int = 4 * 1024**3
+    oci_auth_file: Path | None = None  # credentials for OCI registries (containers auth.json)

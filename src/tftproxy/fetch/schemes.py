@@ -5,8 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from tftproxy.errors import UnsupportedSource
+from tftproxy.fetch.ocispec import SCHEMES as OCI_SCHEMES
+from tftproxy.fetch.ocispec import parse_source
 
-FETCHED = ("http", "https")
+FETCHED = ("http", "https", *OCI_SCHEMES)
 # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
 IGNORED = ("nfs",)
 
@@ -23,4 +25,12 @@ def check_scheme(url: str) -> str:
         )
     if not scheme:
         raise UnsupportedSource(f"{url!r} is not a URL (no scheme)")
-    raise UnsupportedSource(f"unsupported URL scheme {scheme!r} (use http or https)")
+    raise UnsupportedSource(f"unsupported URL scheme {scheme!r} (use http, https or oci)")
+
+
+def file_name(url: str) -> str | None:
+    """The file name a source names when it is not its URL's last path segment: an OCI
+    layer's title (BadSource if the reference is malformed); None for the rest."""
+    if urlsplit(url).scheme.lower() in OCI_SCHEMES:
+        return parse_source(url).title
+    return None

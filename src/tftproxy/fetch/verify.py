@@ -34,7 +34,7 @@ from tftproxy.errors import ManifestError, UpstreamError, VerificationError
 log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "require", "off"]
-ManifestKind = Literal["treeinfo", "SHA256SUMS"]
+ManifestKind = Literal["treeinfo", "SHA256SUMS", "md5sum.txt"]
 VerificationStatus = Literal["verified", "unverified", "off"]
 
 # Real manifests are a few KiB (a Fedora .treeinfo ~2 KiB, Debian's SHA256SUMS ~20 KiB); the cap
@@ -96,13 +96,16 @@ def _where(url: str) -> _Where | None:
                   is_dir)
 
 
-def candidate_urls(file_url: str, max_levels: int = MAX_LEVELS) -> list[tuple[ManifestKind, str]]:
+def candidate_urls(file_url: str, max_levels: int = MAX_LEVELS, *,
+                   beside: bool = False) -> list[tuple[ManifestKind, str]]:
     """(kind, URL) of every place a manifest for ``file_url`` may be, nearest first.
 
     From the file's directory up to the host root, at most ``max_levels`` directories: at each,
     ``.treeinfo`` then ``treeinfo``, and ``SHA256SUMS`` when the directory is an ``images`` (or
-    ``legacy-images``) one. Candidates stay on the file's scheme://host:port; its query and
-    fragment are dropped. Not an http(s) URL: nothing to look for.
+    ``legacy-images``) one; with ``beside`` (archives: Ubuntu's ISOs, Debian's netboot.tar.gz)
+    also ``SHA256SUMS`` in the file's own directory, first. Candidates stay on the file's
+    scheme://host:port; its query and fragment are dropped. Not an http(s) URL: nothing to
+    look for.
     """
     try:
         parts = urlsplit(file_url)
@@ -117,6 +120,8 @@ def candidate_urls(file_url: str, max_levels: int = MAX_LEVELS) -> list[tuple[Ma
     for level in range(min(max_levels, len(dirs) + 1)):
         here = dirs[: len(dirs) - level]
         prefix = f"{scheme}://{parts.netloc}/" + "".join(f"{s}/" for s in here)
+        if beside and level == 0 and not (here and unquote(here[-1]) in IMAGES_DIRS):
+            out.append(("SHA256SUMS", prefix + "SHA256SUMS"))
         out.append(("treeinfo", prefix + ".treeinfo"))
         out.append(("treeinfo", prefix + "treeinfo"))
         if here and unquote(here[-1]) in IMAGES_DIRS:
@@ -148,6 +153,11 @@ class Manifest:
     url: str
     base_url: str
     entries: dict[str, str] = field(hash=False)
+
+    @property
+    def algorithm(self) -> str:
+        """What ``entries`` hold: ``md5`` for an ``md5sum.txt``, else ``sha256``."""
+        return "md5" if self.kind == "md5sum.txt" else "sha256"
 
     @property
     def label(self) -> str:
@@ -230,6 +240,19 @@ def _unescape(path: str) -> str:
 
 def parse_sha256sums(text: str, url: str) -> Manifest:
     """A ``sha256sum`` output file (GNU lines, or BSD ``SHA256 (path) = hex`` lines)."""
+    return _parse_sums(text, url, "SHA256SUMS")
+
+
+def parse_md5sums(text: str, url: str) -> Manifest:
+    """An ``md5sum`` output file, as Debian and Ubuntu media carry at their root
+    (``md5sum.txt``); only used for members of an image, which the image itself vouches for."""
+    return _parse_sums(text, url, "md5sum.txt")
+
+
+def _parse_sums(text: str, url: str, kind: ManifestKind) -> Manifest:
+    md5 = kind == "md5sum.txt"
+    want_bits, algos = (128, ("MD5",)) if md5 else (256, ("SHA256", "SHA2-256"))
+    name, algo = ("an md5sum.txt", "an md5") if md5 else ("a SHA256SUMS", "a sha256")
     entries: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -238,21 +261,21 @@ def parse_sha256sums(text: str, url: str) -> Manifest:
         gnu = _GNU_LINE.fullmatch(line)
         if gnu is not None:
             digest = gnu["hex"]
-            if len(digest) != 64:
-                raise ManifestError(f"{url}: not a SHA256SUMS file: line {number} has a "
-                                    f"{len(digest) * 4}-bit digest, not a sha256")
+            if len(digest) * 4 != want_bits:
+                raise ManifestError(f"{url}: not {name} file: line {number} has a "
+                                    f"{len(digest) * 4}-bit digest, not {algo}")
             path = _unescape(gnu["path"]) if gnu["esc"] else gnu["path"]
             _add(entries, path, digest, url)
             continue
         bsd = _BSD_LINE.fullmatch(line)
         if bsd is not None:
-            if bsd["algo"].upper() in ("SHA256", "SHA2-256") and len(bsd["hex"]) == 64:
+            if bsd["algo"].upper() in algos and len(bsd["hex"]) * 4 == want_bits:
                 _add(entries, bsd["path"], bsd["hex"], url)
             continue
-        raise ManifestError(f"{url}: not a SHA256SUMS file: line {number} is {line[:60]!r}")
+        raise ManifestError(f"{url}: not {name} file: line {number} is {line[:60]!r}")
     if not entries:
-        raise ManifestError(f"{url}: not a SHA256SUMS file: it has no sha256 lines")
-    return Manifest("SHA256SUMS", url, _base_of(url), entries)
+        raise ManifestError(f"{url}: not {name} file: it has no {algo.split()[1]} lines")
+    return Manifest(kind, url, _base_of(url), entries)
 
 
 def parse_manifest(kind: str, text: str, url: str) -> Manifest:
@@ -260,6 +283,8 @@ def parse_manifest(kind: str, text: str, url: str) -> Manifest:
         return parse_treeinfo(text, url)
     if kind == "SHA256SUMS":
         return parse_sha256sums(text, url)
+    if kind == "md5sum.txt":
+        return parse_md5sums(text, url)
     raise ValueError(f"unknown manifest kind {kind!r}")
 
 
@@ -282,6 +307,7 @@ async def find_manifest(
     *,
     limit: int = MANIFEST_LIMIT,
     max_levels: int = MAX_LEVELS,
+    beside: bool = False,
 ) -> Manifest | None:
     """The nearest manifest naming ``file_url``; else the nearest found at all; else None.
 
@@ -292,7 +318,7 @@ async def find_manifest(
     mirror misbehaves.
     """
     first: Manifest | None = None
-    for kind, url in candidate_urls(file_url, max_levels):
+    for kind, url in candidate_urls(file_url, max_levels, beside=beside):
         text = await source.get_text(url, limit)
         if text is None:
             continue
@@ -332,10 +358,11 @@ class ManifestCache:
     """
 
     def __init__(self, source: TextSource, *, limit: int = MANIFEST_LIMIT,
-                 max_levels: int = MAX_LEVELS) -> None:
+                 max_levels: int = MAX_LEVELS, beside: bool = False) -> None:
         self._source = _MemoSource(source)
         self._limit = limit
         self._max_levels = max_levels
+        self._beside = beside
         self._found: list[Manifest] = []
         self._lock = asyncio.Lock()
 
@@ -352,7 +379,7 @@ class ManifestCache:
                 if manifest.covers(file_url):
                     return manifest
             found = await find_manifest(self._source, file_url, limit=self._limit,
-                                        max_levels=self._max_levels)
+                                        max_levels=self._max_levels, beside=self._beside)
             if found is not None and found not in self._found:
                 self._found.append(found)
             return found

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import replace
+from typing import Protocol
 
 from tftproxy.errors import InputError
 from tftproxy.fetch.http import Fetcher
-from tftproxy.fetch.schemes import check_scheme
+from tftproxy.fetch.schemes import check_scheme, file_name
 from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
 from tftproxy.jobs.options import JobOptions, RefreshMode, SyncOptions
@@ -26,6 +27,10 @@ from tftproxy.store.aio import AsyncStore
 from tftproxy.store.recovery import RecoveryReport
 
 log = logging.getLogger(__name__)
+
+
+class Transaction(Protocol):
+    async def run(self) -> FetchResult: ...
 
 
 class BootFiles:
@@ -82,9 +87,23 @@ class BootFiles:
         if not prefix or not url:
             raise InputError("both 'prefix' and 'path' are required")
         scheme = check_scheme(url)
-        name, set_id = await self.store.target(prefix, url)
+        name, set_id = await self.store.target(prefix, url, file_name(url))
         if not keep:
             self.sync.note_request(set_id)
+        return self._start(name, set_id, url, scheme, progress, keep=keep)
+
+    async def request_named(self, name: str, url: str,
+                            progress: ProgressFn | None = None) -> Job:
+        """The same for an exact name (smart-proxy's ``{source, destination}``): its set is
+        its directory, as for a prefix ending in ``/``."""
+        scheme = check_scheme(url)
+        (name,) = await self.store.check_names([name])
+        set_id = name.rpartition("/")[0] + "/"
+        self.sync.note_request(set_id)
+        return self._start(name, set_id, url, scheme, progress)
+
+    def _start(self, name: str, set_id: str, url: str, scheme: str,
+               progress: ProgressFn | None, *, keep: bool = False) -> Job:
         registry = self.registry
         if scheme == "nfs":
             # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
@@ -103,10 +122,7 @@ class BootFiles:
         if progress is not None:
             job.listeners.append(progress)
         registry.start(job)
-        task = asyncio.get_running_loop().create_task(
-            self._run(job, self.transaction(job, keep=keep)), name=f"fetch {name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.launch(job, self.transaction(job, keep=keep))
         return job
 
     def transaction(self, job: Job, *, keep: bool = False, whole_set: bool = False,
@@ -118,13 +134,28 @@ class BootFiles:
                               manifests=self.fetcher, whole_set=whole_set,
                               member_jobs=member_jobs)
 
-    async def run_job(self, job: Job, transaction: SetTransaction) -> FetchResult:
-        """Run a job started by the caller (a revalidation's) to its end."""
+    async def run_job(self, job: Job, transaction: Transaction) -> FetchResult:
+        """Run a job started by the caller (a revalidation's) to its end, in this task."""
         await self._run(job, transaction)
         assert job.result is not None
         return job.result
 
-    async def _run(self, job: Job, transaction: SetTransaction) -> None:
+    def launch(self, job: Job, transaction: Transaction) -> None:
+        """Run ``transaction`` for the (registered, started) ``job`` in a task of its own."""
+        task = asyncio.get_running_loop().create_task(self._run(job, transaction),
+                                                      name=f"fetch {job.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def checker(self) -> Checker:
+        return self._checker
+
+    @property
+    def locks(self) -> LockCache:
+        return self._locks
+
+    async def _run(self, job: Job, transaction: Transaction) -> None:
         try:
             result = await transaction.run()
         except asyncio.CancelledError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from tftproxy.errors import TftproxyError
+from tftproxy.fetch.schemes import file_name
 from tftproxy.jobs.options import PrefetchSet, SyncOptions
 from tftproxy.jobs.revalidate import SetOutcome
 from tftproxy.jobs.schedule import first_check, is_idle, next_check
@@ -156,7 +157,8 @@ class Catalogue:
         out = []
         for entry in self.options.prefetch:
             try:
-                _, set_id = await self._store.target(entry.prefix, entry.urls[0])
+                url = entry.urls[0]
+                _, set_id = await self._store.target(entry.prefix, url, file_name(url))
             except TftproxyError as exc:
                 log.error("prefetch of %s: %s", entry.prefix, exc)
                 continue

@@ -23,6 +23,8 @@ class JobOptions:
     min_free_space: int = 64 * 1024**2
     verify: VerifyMode = "auto"
     job_retention: float = 600.0
+    max_unpacked_size: int = 8 * 1024**3  # what one archive may unpack (tgz: scanned too)
+    preflight: bool = True  # HEAD an archive's source before its first download
 
 
 @dataclass(frozen=True)

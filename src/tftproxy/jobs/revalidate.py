@@ -5,7 +5,9 @@ run over every member, in keep mode (no host is waiting, so nothing is hidden): 
 requests, one new generation when anything changed, verified, published in one batch; a
 failure keeps the last good generation. It joins work already running for the set (a
 request-driven job) instead of starting a second, and registers a job per member first, so
-requests that arrive meanwhile join it.
+requests that arrive meanwhile join it. A set extracted from an archive (a bootloader
+universe) is revalidated as ``fetch_and_process`` would redo it: the archive checked, its
+members extracted again only if it changed.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tftproxy.errors import NotFound, TftproxyError
+from tftproxy.fetch.extract import ArchiveKind
+from tftproxy.fetch.schemes import file_name
+from tftproxy.jobs.extract_spec import ExtractSpec
 from tftproxy.jobs.options import PrefetchSet
 from tftproxy.jobs.registry import Job
 from tftproxy.jobs.results import FetchResult, iso_time
+from tftproxy.store.records import Record
 from tftproxy.store.syncstate import SyncOutcome
 
 if TYPE_CHECKING:
     from tftproxy.jobs.bootfiles import BootFiles
 
+# Where an ISO 9660 image has its signature (the first volume descriptor's "CD001").
+ISO_MAGIC_AT = 32769
 # Running jobs of a set joined before the revalidation goes ahead under the set's lock anyway.
 JOIN_ROUNDS = 3
 
@@ -93,6 +101,8 @@ async def revalidate_set(files: BootFiles, set_id: str) -> SetOutcome:
         if any(r.status == "published" for r in joined):
             # A published member means its transaction checked the whole set.
             return outcome_of(set_id, before, joined)
+    if any(m.current is not None and (m.current.member or m.current.alias) for m in members):
+        return await _revalidate_archive(files, set_id, members, before)
     # No await from here until the jobs are registered: requests from now on join them.
     jobs: dict[str, Job] = {}
     for m in members:
@@ -123,6 +133,37 @@ async def revalidate_set(files: BootFiles, set_id: str) -> SetOutcome:
     return outcome_of(set_id, before, results)
 
 
+def _archive_kind(path: str) -> ArchiveKind:
+    """An ISO 9660 image says so at byte 32769; every other archive extracted is a tar."""
+    with open(path, "rb") as f:
+        f.seek(ISO_MAGIC_AT)
+        return "iso" if f.read(5) == b"CD001" else "tgz"
+
+
+async def _revalidate_archive(files: BootFiles, set_id: str, members: list[Record],
+                              before: int | None) -> SetOutcome:
+    """The archive checked conditionally; if it changed, the same members extracted again."""
+    from tftproxy.jobs.archive import ArchiveTransaction  # it imports BootFiles
+
+    extracted = {m.name: m.current for m in members if m.current is not None}
+    sources = {v.source for v in extracted.values() if v.member}
+    archive = [n for n, v in extracted.items() if not v.member and not v.alias
+               and v.source in sources]
+    if len(sources) != 1 or len(archive) != 1:
+        return failed_outcome(set_id, f"boot set {set_id} mixes archives and files: "
+                              "revalidated only by fetch_and_process", before)
+    destination, version = archive[0], extracted[archive[0]]
+    path = str(files.store.content_path(version.sha256))
+    kind = await files.store.call(lambda _: _archive_kind(path))
+    spec = ExtractSpec(version.source, destination, kind,
+                       {n: v.member for n, v in extracted.items() if v.member},
+                       {n: v.alias for n, v in extracted.items() if v.alias})
+    job = files.registry.new(destination, version.source, set_id)
+    files.registry.start(job)
+    result = await files.run_job(job, ArchiveTransaction(job, spec, files, keep=True))
+    return outcome_of(set_id, before, [result])
+
+
 async def prefetch_set(files: BootFiles, entry: PrefetchSet) -> SetOutcome:
     """Request each configured member as Foreman would (in keep mode), one after the other."""
     set_id = entry.prefix
@@ -131,7 +172,7 @@ async def prefetch_set(files: BootFiles, entry: PrefetchSet) -> SetOutcome:
     for i, url in enumerate(entry.urls):
         try:
             if i == 0:
-                _, set_id = await files.store.target(entry.prefix, url)
+                _, set_id = await files.store.target(entry.prefix, url, file_name(url))
                 members = await files.store.members(set_id)
                 before = members[0].generation if members else None
             job = await files.request(entry.prefix, url, keep=True)

@@ -28,6 +28,9 @@ def status_report(store: BootStore) -> dict[str, Any]:
                 "last_modified": cur.last_modified,
                 "content_length": cur.content_length,
                 "verified": cur.verified or "not checked",
+                **({} if cur.manifest_digest is None else {
+                    "manifest_digest": cur.manifest_digest,
+                    "layer_digest": f"sha256:{cur.sha256}"}),
             },
             "set": rec.set,
             "generation": rec.generation,

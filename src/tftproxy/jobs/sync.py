@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tftproxy.errors import InputError, NotFound, TftproxyError
+from tftproxy.fetch.schemes import file_name
 from tftproxy.jobs.catalogue import Catalogue, Entry
 from tftproxy.jobs.options import SyncOptions
 from tftproxy.jobs.results import iso_time
@@ -277,7 +278,7 @@ class Syncer:
         sources = {m.name: m.current.source for m in await store.members(entry.set)
                    if m.current is not None}
         for url in entry.prefetch.urls:
-            name, _ = await store.target(entry.prefetch.prefix, url)
+            name, _ = await store.target(entry.prefetch.prefix, url, file_name(url))
             if sources.get(name) != url:
                 return True
         return False

@@ -5,9 +5,13 @@ same transaction; all switch together, as one new generation, once every member 
 and verified. If any fails, nothing switches and every hidden member gets its previous
 version back. Requests for the other members meanwhile join this transaction's member jobs.
 
+Members taken from one OCI artifact share one resolution of its reference in a transaction
+(``self.oci``), so they switch together by construction: when the reference moved, even to a
+manifest whose layer for the requested member is the same, every member is revalidated
+against that one manifest and the set records it whole, or not at all.
+
 A background revalidation (:mod:`tftproxy.jobs.revalidate`) runs the same transaction with
-``whole_set``: every member is checked even when the first is unchanged, and a set found up
-to date publishes nothing.
+``whole_set``: every member is checked at once, and a set found up to date publishes nothing.
 """
 
 from __future__ import annotations
@@ -17,19 +21,20 @@ import time
 from dataclasses import replace
 
 from tftproxy.errors import UpstreamError
+from tftproxy.fetch.oci import OciManifests
 from tftproxy.fetch.verify import ManifestCache, TextSource, verify
 from tftproxy.jobs.check import Changed, Check, Checker, Failed, Unchanged
+from tftproxy.jobs.hiding import SetChanges
 from tftproxy.jobs.locking import LockCache, LockSet
-from tftproxy.jobs.options import JobOptions, RefreshMode
+from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry
 from tftproxy.jobs.results import FetchResult
 from tftproxy.store.aio import AsyncStore
-from tftproxy.store.objects import StagingFile
 from tftproxy.store.records import Record, Version
 
 
 class SetTransaction:
-    """One job's transaction over its boot set (it also implements the check's hooks)."""
+    """One job's transaction over its boot set; ``changes`` are the check's hooks."""
 
     def __init__(self, job: Job, *, store: AsyncStore, checker: Checker, registry: JobRegistry,
                  locks: LockCache, options: JobOptions, manifests: TextSource,
@@ -42,36 +47,13 @@ class SetTransaction:
         self._options = options
         self._manifests = manifests
         self._lockset = LockSet(locks)
-        self._hidden_names: list[str] = []
-        self._staging: list[StagingFile] = []
-        self._settled = False
-        self._hidden = False
+        self.changes = SetChanges(store, self._lockset, options.refresh_mode, job.set_id,
+                                  OciManifests(checker.oci))
         self._whole_set = whole_set
         # Jobs made by the caller for the other members, so requests could join them early.
         self._member_jobs = member_jobs or {}
         # The set's generation when the locks were taken (what a revalidation reports).
         self.generation_before: int | None = None
-
-    # ----------------------------------------------------------- check hooks
-
-    @property
-    def hidden(self) -> bool:
-        return self._hidden
-
-    def track(self, staging: StagingFile) -> None:
-        self._staging.append(staging)
-
-    async def hide(self) -> None:
-        """In hide mode, take every member out of the tree (once) until the switch."""
-        if self._hidden or self._options.refresh_mode is not RefreshMode.HIDE:
-            return
-        self._hidden = True
-        members = await self._store.members(self.job.set_id)
-        # Their locks first: a recovering process must not take our hiding for a crash's.
-        await self._lockset.acquire(sorted(m.name for m in members))
-        for member in members:
-            await self._store.begin_refresh(member.name, True)
-            self._hidden_names.append(member.name)
 
     # ------------------------------------------------------------------- run
 
@@ -99,13 +81,14 @@ class SetTransaction:
         try:
             if self._whole_set:
                 return await self._revalidate(cur)
-            first = await self._checker.check(job.name, job.url, cur, job.progress, self)
+            first = await self._checker.check(job.name, job.url, cur, job.progress,
+                                              self.changes)
             if isinstance(first, Failed):
-                await self._restore()
+                await self.changes.restore()
                 return job.failed(first.reason, kept=cur is not None)
-            if isinstance(first, Unchanged):
-                was_hidden = self._hidden
-                await self._restore()
+            if isinstance(first, Unchanged) and not first.moved:
+                was_hidden = self.changes.hidden
+                await self.changes.restore()
                 if was_hidden:
                     # New validators, same bytes: remember them, or every check re-downloads.
                     await store.mark_checked(job.name, first.version, time.time())
@@ -117,11 +100,11 @@ class SetTransaction:
             await self._lockset.acquire(sorted(m.name for m in members))
             return await self._switch(first, cur, [m for m in members if m.name != job.name])
         except BaseException:
-            await self._restore()
+            await self.changes.restore()
             raise
         finally:
-            for staging in self._staging:
-                await store.discard(staging)
+            self.changes.oci.close()
+            await self.changes.discard_staging()
 
     async def _revalidate(self, cur: Version | None) -> FetchResult:
         """Whole-set mode: every member checked at once; the set switches if any changed."""
@@ -131,18 +114,24 @@ class SetTransaction:
         others = [m for m in members if m.name != job.name]
         member_jobs = [self._member_job(m) for m in others]
         checks = await asyncio.gather(
-            self._checker.check(job.name, job.url, cur, job.progress, self),
-            *(self._checker.check(mj.name, mj.url, m.current, mj.progress, self)
+            self._checker.check(job.name, job.url, cur, job.progress, self.changes),
+            *(self._checker.check(mj.name, mj.url, m.current, mj.progress, self.changes)
               for mj, m in zip(member_jobs, others, strict=True)))
+        if not any(isinstance(c, Changed) or (isinstance(c, Unchanged) and c.moved)
+                   or isinstance(c, Failed) for c in checks):
+            # Every member up to date: nothing to verify, record or switch.
+            await self.changes.restore()
+            return self._unchanged(list(checks), member_jobs)
         return await self._settle(list(checks), member_jobs, cur)
 
-    async def _switch(self, first: Changed, cur: Version | None,
+    async def _switch(self, first: Changed | Unchanged, cur: Version | None,
                       others: list[Record]) -> FetchResult:
         member_jobs = [self._member_job(m) for m in others]
-        await self.hide()
+        if isinstance(first, Changed):
+            await self.changes.hide()
         checks: list[Check] = [first]
         checks += await asyncio.gather(*(
-            self._checker.check(mj.name, mj.url, m.current, mj.progress, self)
+            self._checker.check(mj.name, mj.url, m.current, mj.progress, self.changes)
             for mj, m in zip(member_jobs, others, strict=True)))
         return await self._settle(checks, member_jobs, cur)
 
@@ -150,12 +139,24 @@ class SetTransaction:
                       cur: Version | None) -> FetchResult:
         """Verify and switch the checked members as one generation, or switch nothing."""
         job = self.job
-        changed = any(isinstance(c, Changed) for c in checks)
-        if changed and not any(isinstance(c, Failed) for c in checks):
+        if not any(isinstance(c, Failed) for c in checks):
             checks = await self._verify(checks)
         failures = [c for c in checks if isinstance(c, Failed)]
-        if failures:
-            await self._restore()
+        if not failures and not any(isinstance(c, Changed) for c in checks):
+            return await self._all_unchanged(checks, member_jobs)
+        srec = None
+        if not failures:
+            staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
+                      for c in checks if not isinstance(c, Failed)}
+            try:
+                srec = await self._store.publish(job.set_id, staged, time.time())
+            except FileNotFoundError as exc:
+                # Content found in the store (an OCI layer, not downloaded again) was cleaned
+                # up before the switch: nothing switched.
+                failures = [Failed(job.name, job.url, f"{exc}: clean-up removed it meanwhile; "
+                                                      f"try again")]
+        if srec is None:
+            await self.changes.restore()
             detail = "; ".join(f"{c.name}: {c.reason}" for c in failures)
             for mj, c in zip(member_jobs, checks[1:], strict=True):
                 reason = c.reason if isinstance(c, Failed) else f"boot set not switched: {detail}"
@@ -163,27 +164,46 @@ class SetTransaction:
                 self._registry.retire(mj)
             return job.failed(f"boot set {job.set_id} not switched: {detail}",
                               kept=cur is not None)
-        if not changed:
-            # Only a whole-set check gets here (a request's has a changed first member):
-            # every member is up to date, nothing switches.
-            await self._restore()
-            return self._finish_members(checks, member_jobs, self.generation_before)
-        staged = {c.name: (c.version, c.staging if isinstance(c, Changed) else None)
-                  for c in checks if not isinstance(c, Failed)}
-        srec = await self._store.publish(job.set_id, staged, time.time())
-        self._settled = True
-        return self._finish_members(checks, member_jobs, srec.current)
-
-    def _finish_members(self, checks: list[Check], member_jobs: list[Job],
-                        generation: int | None) -> FetchResult:
-        """Each member's result to its job; the first member's is returned."""
+        self.changes.settled()
         results = []
         for c in checks:
             assert not isinstance(c, Failed)
             results.append(FetchResult(
                 status="published" if isinstance(c, Changed) else "unchanged", name=c.name,
                 source=c.url, size=c.version.size, sha256=c.version.sha256,
-                final_url=c.final_url, set=self.job.set_id, generation=generation))
+                final_url=c.final_url, set=job.set_id, generation=srec.current))
+        for mj, result in zip(member_jobs, results[1:], strict=True):
+            mj.finish(result)
+            self._registry.retire(mj)
+        return results[0]
+
+    async def _all_unchanged(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
+        """A moved OCI reference whose manifest holds the same bytes for every member: no new
+        generation, only the new manifest recorded for each."""
+        await self.changes.restore()
+        now = time.time()
+        results = []
+        for c in checks:
+            assert isinstance(c, Unchanged)
+            rec = await self._store.mark_checked(c.name, c.version, now)
+            results.append(FetchResult(
+                status="unchanged", name=c.name, source=c.url, size=c.version.size,
+                sha256=c.version.sha256, final_url=c.final_url, set=self.job.set_id,
+                generation=rec.generation))
+        for mj, result in zip(member_jobs, results[1:], strict=True):
+            mj.finish(result)
+            self._registry.retire(mj)
+        return results[0]
+
+    def _unchanged(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
+        """Each member's "unchanged" to its job; the first member's is returned."""
+        results = []
+        for c in checks:
+            assert isinstance(c, Unchanged)
+            results.append(FetchResult(
+                status="unchanged", name=c.name, source=c.url, size=c.version.size,
+                sha256=c.version.sha256, final_url=c.final_url, set=self.job.set_id,
+                generation=self.generation_before))
         for mj, result in zip(member_jobs, results[1:], strict=True):
             mj.finish(result)
             self._registry.retire(mj)
@@ -208,7 +228,8 @@ class SetTransaction:
         cache = ManifestCache(self._manifests)
         out: list[Check] = []
         for c in checks:
-            if isinstance(c, Failed):
+            if isinstance(c, Failed) or c.version.manifest_digest is not None:
+                # An OCI layer is verified by construction: its bytes match its digest.
                 out.append(c)
                 continue
             try:
@@ -219,11 +240,3 @@ class SetTransaction:
                 continue
             out.append(replace(c, version=replace(c.version, verified=how)))
         return out
-
-    async def _restore(self) -> None:
-        """Put the previous versions back (after a failure, or when nothing changed)."""
-        if self._settled:
-            return
-        self._settled = True
-        for name in self._hidden_names:
-            await self._store.abort_refresh(name)

@@ -46,14 +46,14 @@ class PrefetchEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prefix: str = Field(min_length=1, description="The prefix, e.g. boot/centos-stream-9.")
-    urls: list[str] = Field(min_length=1, description="The members' http(s) URLs.")
+    urls: list[str] = Field(min_length=1, description="The members' URLs (http, https, oci).")
 
     @field_validator("urls")
     @classmethod
     def _check_urls(cls, value: list[str]) -> list[str]:
         for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            if not url.startswith(("http://", "https://", "oci://", "oci+http://")):
+                raise ValueError(f"{url!r} is not an http://, https:// or oci:// URL")
         return value
 
 
@@ -111,12 +111,26 @@ class Settings(BaseModel):
         30.0, ge=0, description="How long POST /tftp/fetch_boot_file waits before answering 202."
     )
     stall_timeout: float = Field(30.0, gt=0, description="Fail when no byte arrives for this long.")
-    fetch_timeout: float = Field(3600.0, gt=0, description="Total time limit of one download (s).")
+    fetch_timeout: float = Field(
+        3600.0, gt=0,
+        description="Total time limit of one download (s); smart-proxy's tftp_download_max_time.")
+    tftp_http_download_preflight: bool = Field(
+        True, description="HEAD an archive's source (POST /tftp/fetch_and_process) before its "
+        "first download; a refused HEAD fails the request before anything changes. False for "
+        "servers without HEAD.")
+    max_unpacked_size: int = Field(
+        8 * 1024**3, gt=0,
+        description="Most bytes one archive may unpack: the members extracted, and for a tgz "
+        "everything inflated on the way to them.")
     max_redirects: int = Field(10, ge=0, description="Redirects followed before giving up.")
     retries: int = Field(3, ge=0, description="Retries on connection errors and 5xx.")
     retry_backoff: float = Field(1.0, ge=0, description="First retry delay (s); doubles each try.")
     ca_bundle: Path | None = Field(None, description="Extra CA bundle for upstream TLS.")
     http_proxy: str | None = Field(None, description="Proxy URL for upstream requests.")
+    oci_auth_file: Path | None = Field(
+        None, description="Credentials for OCI registries: a containers auth.json "
+        "(podman login --authfile FILE REGISTRY) or Docker's config.json; read once."
+    )
     max_file_size: int = Field(
         4 * 1024**3, gt=0, description="Largest boot file accepted, in bytes."
     )
@@ -270,11 +284,7 @@ class Settings(BaseModel):
         if self.feature_enabled is FeatureMode.HTTPS and not self.https_enabled:
             raise ValueError("feature_enabled is https but HTTPS is not configured "
                              "(ssl_certificate, ssl_private_key, ssl_ca_file)")
-        if self.sync_backoff_max < self.sync_retry:
-            raise ValueError("sync_backoff_max is shorter than sync_retry")
-        if 0 < self.sync_idle_interval < self.sync_interval:
-            raise ValueError("sync_idle_interval is shorter than sync_interval: idle sets "
-                             "would be revalidated more often than sets in use")
+        _check_sync(self)
         return self
 
     @property
@@ -295,3 +305,11 @@ class Settings(BaseModel):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value or None
+
+
+def _check_sync(s: Settings) -> None:
+    if s.sync_backoff_max < s.sync_retry:
+        raise ValueError("sync_backoff_max is shorter than sync_retry")
+    if 0 < s.sync_idle_interval < s.sync_interval:
+        raise ValueError("sync_idle_interval is shorter than sync_interval: idle sets would "
+                         "be revalidated more often than sets in use")

@@ -55,6 +55,9 @@ _TFTP_KEYS = {
     "tftp_servername": "tftp_servername",
     "tftp_connect_timeout": "tftp_connect_timeout",
     "verify_server_cert": "verify_server_cert",
+    # smart-proxy PR #958's archive settings.
+    "tftp_download_max_time": "fetch_timeout",
+    "tftp_http_download_preflight": "tftp_http_download_preflight",
 }
 
 

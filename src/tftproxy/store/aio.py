@@ -18,8 +18,10 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from tftproxy.pxe import UniverseParams
 from tftproxy.store import BootStore
 from tftproxy.store.gc import GcReport, collect
 from tftproxy.store.live import LiveRecords
@@ -28,6 +30,7 @@ from tftproxy.store.objects import StagingFile
 from tftproxy.store.records import Record, SetRecord, Version
 from tftproxy.store.recovery import RecoveryReport
 from tftproxy.store.serving import ServedFile
+from tftproxy.store.universe import check_universe
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -81,10 +84,12 @@ class AsyncStore:
 
     # ------------------------------------------------------------- publishing
 
-    async def target(self, prefix: str, url: str) -> tuple[str, str]:
-        """The published name and the boot set of a request (NameRefused if not allowed)."""
+    async def target(self, prefix: str, url: str,
+                     file_name: str | None = None) -> tuple[str, str]:
+        """The published name and the boot set of a request (NameRefused if not allowed);
+        ``file_name`` stands for the URL's basename when the source names its file otherwise."""
         names = self.store.names
-        name, set_id = names.derive(prefix, url), names.set_id(prefix)
+        name, set_id = names.derive(prefix, url, file_name), names.set_id(prefix)
         now = time.monotonic()
         if self._checked_paths.get(name, 0.0) < now:
             await self._run(names.check_path, name)
@@ -92,6 +97,21 @@ class AsyncStore:
                 self._checked_paths.clear()
             self._checked_paths[name] = now + PATH_CHECK_TTL
         return name, set_id
+
+    async def check_names(self, names: list[str]) -> list[str]:
+        """Each name normalised, after the text and path rules (NameRefused if one fails)."""
+        store_names = self.store.names
+        checked = [store_names.check_text(n) for n in names]
+        def walk() -> None:
+            for name in checked:
+                store_names.check_path(name)
+
+        await self._run(walk)
+        return checked
+
+    def content_path(self, sha256: str) -> Path:
+        """Where stored content lives (for a reader on its own thread)."""
+        return self.store.layout.object_path(sha256)
 
     async def repaired_record(self, name: str) -> Record | None:
         """The name's record, once any half-done state left by a dead process is repaired.
@@ -195,6 +215,11 @@ class AsyncStore:
 
     async def collect(self, grace: float, *, dry_run: bool = False) -> GcReport:
         return await self._run(collect, self.store, grace, dry_run=dry_run)
+
+    async def check_universe(self, wanted: UniverseParams) -> None:
+        """Conflict unless the published universe matches what a host config relies on."""
+        store = self.store
+        await self._run(check_universe, store.layout, store.records, wanted)
 
     async def call(self, fn: Callable[[BootStore], T]) -> T:
         """Run ``fn(store)`` on the store's threads (reports that read many records)."""

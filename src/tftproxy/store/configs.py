@@ -13,8 +13,10 @@ With Foreman's newer ``targetos``, ``release``, ``arch``, ``bootfile_suffix``, t
 ``R/host-config/aa-bb-cc-dd-ee-ff/`` is maintained as well:
 
 * pxegrub2: ``grub2/`` gets the config as ``grub.cfg``, ``grub.cfg-01-<mac>``, ``grub.cfg-<mac>``
-  and relative symlinks to every ``*.efi`` of ``R/bootloader-universe/pxegrub2/<os>/<release>/
-  <arch>/`` (``<release>`` falling back to ``default``), or, without such a directory,
+  and relative symlinks to every ``*.efi`` (and ``linux``, ``initrd.gz``, ``vmlinuz``,
+  ``initrd.img``) of ``R/bootloader-universe/pxegrub2/<os>/<release>/<arch>/`` (``<release>``
+  falling back to ``default``), aliases resolved (``boot.efi`` links to the universe's
+  ``grubx64.efi``), or, without such a directory,
   ``boot.efi`` and ``grub<suffix>.efi`` -> ``R/grub2/grub<suffix>.efi``, ``boot-sb.efi`` and
   ``shim<suffix>.efi`` -> ``R/grub2/shim<suffix>.efi``;
 * syslinux/pxelinux: ``pxe/01-<mac>`` -> ``../../../pxelinux.cfg/01-<mac>``;
@@ -39,6 +41,7 @@ from tftproxy.errors import ConfigNotFound, PxeInputError
 from tftproxy.pxe import (
     HOST_CONFIG,
     UNIVERSE,
+    UNIVERSE_BOOT_FILES,
     VARIANTS,
     HostParams,
     Mac,
@@ -124,9 +127,9 @@ class PxeConfigs:
             universe = f"{UNIVERSE}/{host.targetos}/{release}/{host.arch}"
             path = self._inside(universe)
             if path.is_dir():
-                return {e.name: f"{universe}/{e.name}" for e in sorted(path.iterdir(),
-                                                                      key=lambda e: e.name)
-                        if e.name.lower().endswith(".efi") and not e.name.startswith(".")}
+                return {e.name: f"{universe}/{_resolve_alias(path, e.name)}"
+                        for e in sorted(path.iterdir(), key=lambda e: e.name)
+                        if _boot_file(e.name)}
         grub = f"grub{host.bootfile_suffix}.efi"
         shim = f"shim{host.bootfile_suffix}.efi"
         return {"boot.efi": f"grub2/{grub}", grub: f"grub2/{grub}",
@@ -138,7 +141,7 @@ class PxeConfigs:
         if not path.is_dir():
             return
         for entry in path.iterdir():
-            if entry.name.lower().endswith(".efi") and entry.name not in keep:
+            if _boot_file(entry.name) and entry.name not in keep:
                 self._unlink(f"{rel_dir}/{entry.name}")
 
     # ------------------------------------------------------------ primitives
@@ -210,6 +213,28 @@ class PxeConfigs:
         with contextlib.suppress(OSError):  # absent, not empty, or raced: all fine
             if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
                 path.rmdir()
+
+
+def _boot_file(name: str) -> bool:
+    return not name.startswith(".") and (name.lower().endswith(".efi")
+                                         or name in UNIVERSE_BOOT_FILES)
+
+
+def _resolve_alias(directory: Path, name: str) -> str:
+    """The file of ``directory`` that ``name`` finally is: ``boot.efi`` -> ``grubx64.efi``.
+
+    Aliases are followed while they stay in the directory, so a host's ``boot.efi`` links
+    straight to the universe's ``grubx64.efi`` (firmware loads the next stage beside it).
+    """
+    for _ in range(8):
+        try:
+            text = os.readlink(directory / name)
+        except OSError:
+            return name
+        if "/" in text or text in (".", ".."):
+            return name
+        name = text
+    return name
 
 
 def _reason(exc: OSError) -> str:

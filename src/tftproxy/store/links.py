@@ -2,7 +2,8 @@
 
 A link is made aside in ``staging/`` and renamed over the name, so a reader of the name sees
 the old content or the new one, whole. Links are relative and stay inside the root, so any
-server (in.tftpd ``-s``, dnsmasq, nginx) can serve the tree.
+server (in.tftpd ``-s``, dnsmasq, nginx) can serve the tree. An alias (``boot.efi`` of a
+bootloader universe) is a relative symlink to another published name instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tftproxy._paths import is_within
 from tftproxy.errors import NameRefused
 from tftproxy.store.layout import STATE_DIRNAME, Layout
 from tftproxy.store.names import Names, name_key
+from tftproxy.store.records import Version
 
 
 class Links:
@@ -46,6 +48,34 @@ class Links:
         # Named by the name's key, as staging files are: recovery then knows whose it is.
         replace_symlink_atomically(target, final, scratch=self.layout.staging_dir,
                                    label=name_key(name))
+
+    def alias_target(self, name: str, alias: str) -> str:
+        """The text of the link from ``name`` to the published name ``alias``: relative."""
+        return os.path.relpath(alias, os.path.dirname(name) or ".")
+
+    def link_version(self, name: str, version: Version) -> None:
+        """Point ``name`` at what ``version`` says: its object, or the name it is an alias of."""
+        if version.alias is None:
+            self.link(name, version.sha256)
+            return
+        final = self.final_path(name)
+        self._names.check_path(version.alias)
+        replace_symlink_atomically(self.alias_target(name, version.alias), final,
+                                   scratch=self.layout.staging_dir, label=name_key(name))
+
+    def matches(self, name: str, version: Version) -> bool:
+        """Whether ``name``'s link is already the one ``version`` needs."""
+        if version.alias is None:
+            return self.linked_sha256(name) == version.sha256
+        try:
+            text = os.readlink(os.path.join(self.layout.real_root, name))
+        except OSError:
+            return False
+        return text == self.alias_target(name, version.alias)
+
+    def ensure(self, name: str, version: Version) -> None:
+        if not self.matches(name, version):
+            self.link_version(name, version)
 
     def unlink(self, name: str) -> None:
         remove_durably(self.final_path(name))

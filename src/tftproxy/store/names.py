@@ -58,18 +58,20 @@ class Names:
         self.check_path(name)
         return name
 
-    def derive(self, prefix: str, url: str) -> str:
+    def derive(self, prefix: str, url: str, file_name: str | None = None) -> str:
         """The name for ``(prefix, url)`` as smart-proxy derives it, checked as text only.
 
         ``prefix-basename``, or ``prefix + basename`` when the prefix ends in ``/``; relative to
-        the root; an absolute prefix is accepted only when it lies inside the root. Touches no
-        file: what exists on the way is :meth:`check_path`'s business.
+        the root; an absolute prefix is accepted only when it lies inside the root. The
+        basename is the URL's last path segment unless the source names its file otherwise
+        (``file_name``: an OCI layer's title). Touches no file: what exists on the way is
+        :meth:`check_path`'s business.
         """
         if "\x00" in prefix or "\x00" in url:
             raise NameRefused("prefix or path contains a NUL byte")
         if not prefix.strip():
             raise NameRefused("prefix is empty")
-        base = url_basename(url)
+        base = url_basename(url) if file_name is None else file_name
         if not base:
             raise NameRefused(f"path {url!r} does not end in a file name")
         if base in (".", ".."):

@@ -20,8 +20,11 @@ from tftproxy.errors import RecordUnreadable
 from tftproxy.store.layout import Layout
 from tftproxy.store.names import name_key
 
-# 0: records of tftproxy 0.1 (no "format" key); 1: the same fields, with the key.
-RECORD_FORMAT = 1
+# 0: records of tftproxy 0.1 (no "format" key); 1: the same fields, with the key;
+# 2: a version may name the archive member it was extracted from, be an alias, or carry the
+# OCI manifest digest it was taken from (older releases would not know these fields, so they
+# must refuse the record rather than misread it).
+RECORD_FORMAT = 2
 
 T = TypeVar("T")
 RecordState = Literal["published", "refreshing"]
@@ -42,6 +45,15 @@ class Version:
     fetched_at: float = 0.0
     # How the content was verified against the distribution's checksums, for `status`.
     verified: str | None = None
+    # Extracted from an archive (``source``): the member's path inside it.
+    member: str | None = None
+    # A relative symlink to this other published name of the same generation (whose content
+    # ``sha256`` is), instead of a link into the object store.
+    alias: str | None = None
+    # An OCI layer: the digest its reference resolved to (the artifact's manifest, or its
+    # index). It is the validator: the same digest means the same file. The layer's own
+    # digest is ``sha256:`` + ``sha256``, the content's name in the store.
+    manifest_digest: str | None = None
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,9 @@ class Recovery:
         cur = rec.current
         final = self.links.final_path(rec.name)
         if cur is None or not self.objects.exists(cur.sha256):
-            if final.is_symlink() and self.links.linked_sha256(rec.name) is not None:
+            if final.is_symlink() and (self.links.linked_sha256(rec.name) is not None
+                                       or (cur is not None and self.links.matches(rec.name,
+                                                                                  cur))):
                 self.links.unlink(rec.name)
             self.records.drop_record(rec.name)
             report.dropped.append(rec.name)
@@ -158,6 +160,6 @@ class Recovery:
             self.records.drop_record(rec.name)
             report.dropped.append(rec.name)
             return
-        if self.links.linked_sha256(rec.name) != cur.sha256:
-            self.links.link(rec.name, cur.sha256)
+        if not self.links.matches(rec.name, cur):
+            self.links.link_version(rec.name, cur)
             report.relinked.append(rec.name)

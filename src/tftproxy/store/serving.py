@@ -96,7 +96,7 @@ class ServedTree:
                     self.pins.note(client, rec.set, pinned)
                     return replace(served, name=name)
         served = self._open_current(requested)
-        if self._links.linked_sha256(name) == (rec.current.sha256 if rec.current else None):
+        if rec.current is not None and self._links.matches(name, rec.current):
             self.pins.note(client, rec.set, rec.generation)
         return served
 

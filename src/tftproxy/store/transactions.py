@@ -6,7 +6,9 @@ leaves a state that :mod:`tftproxy.store.recovery` completes or rolls back:
 * a refresh marks the name "refreshing" (keeping the previous version) before hiding it;
 * a new generation of a set is recorded as the set's "switching" candidate, then each link
   switches (an atomic rename), then each member's record, and only then the set's record
-  says the generation is current.
+  says the generation is current. A member may be an alias (a relative symlink to another
+  member of the same generation): it is recorded in the candidate like any member and
+  switched after the names it points at.
 
 The caller holds the locks of the names involved (see :mod:`tftproxy.jobs.locking`).
 """
@@ -48,8 +50,7 @@ class Transactions:
             return rec
         prev = rec.previous
         if prev is not None and self.objects.exists(prev.sha256):
-            if self.links.linked_sha256(name) != prev.sha256:
-                self.links.link(name, prev.sha256)
+            self.links.ensure(name, prev)
             rec = replace(rec, state="published", current=prev, previous=None, hidden=False)
             self.records.write_record(rec)
             return rec
@@ -60,8 +61,8 @@ class Transactions:
     def mark_checked(self, name: str, current: Version, checked_at: float) -> Record:
         """Upstream confirmed the published content (304 or same hash): refresh the record only."""
         rec = self.records.record(name) or Record(name=name, current=current)
-        if rec.state != "published" or self.links.linked_sha256(name) != current.sha256:
-            self.links.link(name, current.sha256)
+        if rec.state != "published" or not self.links.matches(name, current):
+            self.links.link_version(name, current)
         rec = replace(rec, state="published", current=current, previous=None,
                       checked_at=checked_at, hidden=False)
         self.records.write_record(rec)
@@ -91,9 +92,15 @@ class Transactions:
         current, so a crash in between is finished by recovery.
         """
         srec = self.records.set_record(set_id) or SetRecord(name=set_id)
-        for v in versions.values():
+        for name, v in versions.items():
             if not self.objects.exists(v.sha256):
                 raise FileNotFoundError(f"object {v.sha256} is not in the store")
+            target = versions.get(v.alias) if v.alias is not None else None
+            if v.alias is not None and (target is None or target.alias is not None
+                                        or target.sha256 != v.sha256):
+                # An alias is part of its generation: it may only name a real member of it.
+                raise ValueError(f"{name} is an alias of {v.alias}, which is not a member of "
+                                 f"the same generation with the same content")
         srec = replace(srec, state="switching", candidate=dict(versions))
         self.records.write_set_record(srec)
         return self.finish_generation(srec, published_at)
@@ -102,9 +109,10 @@ class Transactions:
         """Link every member of a recorded candidate and make it the current generation."""
         assert srec.candidate is not None
         number = srec.current + 1
-        for name, version in sorted(srec.candidate.items()):
-            if self.links.linked_sha256(name) != version.sha256:
-                self.links.link(name, version.sha256)
+        # Aliases last: the names they point at are then already switched.
+        for name, version in sorted(srec.candidate.items(),
+                                    key=lambda item: (item[1].alias is not None, item[0])):
+            self.links.ensure(name, version)
             rec = self.records.record(name, with_checked=False) or Record(name=name,
                                                                           current=None)
             self.records.write_record(replace(
