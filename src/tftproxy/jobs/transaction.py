@@ -120,8 +120,7 @@ class SetTransaction:
         if not any(isinstance(c, Changed) or (isinstance(c, Unchanged) and c.moved)
                    or isinstance(c, Failed) for c in checks):
             # Every member up to date: nothing to verify, record or switch.
-            await self.changes.restore()
-            return self._unchanged(list(checks), member_jobs)
+            return await self._all_unchanged(list(checks), member_jobs, record=False)
         return await self._settle(list(checks), member_jobs, cur)
 
     async def _switch(self, first: Changed | Unchanged, cur: Version | None,
@@ -177,33 +176,23 @@ class SetTransaction:
             self._registry.retire(mj)
         return results[0]
 
-    async def _all_unchanged(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
+    async def _all_unchanged(self, checks: list[Check], member_jobs: list[Job], *,
+                             record: bool = True) -> FetchResult:
         """A moved OCI reference whose manifest holds the same bytes for every member: no new
-        generation, only the new manifest recorded for each."""
+        generation, only the new manifest recorded for each. Without ``record`` (a whole-set
+        check that found every member up to date) nothing is written."""
         await self.changes.restore()
         now = time.time()
         results = []
         for c in checks:
             assert isinstance(c, Unchanged)
-            rec = await self._store.mark_checked(c.name, c.version, now)
+            generation = self.generation_before
+            if record:
+                generation = (await self._store.mark_checked(c.name, c.version, now)).generation
             results.append(FetchResult(
                 status="unchanged", name=c.name, source=c.url, size=c.version.size,
                 sha256=c.version.sha256, final_url=c.final_url, set=self.job.set_id,
-                generation=rec.generation))
-        for mj, result in zip(member_jobs, results[1:], strict=True):
-            mj.finish(result)
-            self._registry.retire(mj)
-        return results[0]
-
-    def _unchanged(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
-        """Each member's "unchanged" to its job; the first member's is returned."""
-        results = []
-        for c in checks:
-            assert isinstance(c, Unchanged)
-            results.append(FetchResult(
-                status="unchanged", name=c.name, source=c.url, size=c.version.size,
-                sha256=c.version.sha256, final_url=c.final_url, set=self.job.set_id,
-                generation=self.generation_before))
+                generation=generation))
         for mj, result in zip(member_jobs, results[1:], strict=True):
             mj.finish(result)
             self._registry.retire(mj)
