@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tftproxy.fetch.options import FetchOptions
-from tftproxy.jobs.options import JobOptions
+from tftproxy.jobs.options import JobOptions, PrefetchSet, SyncOptions
 from tftproxy.logs import LogConfig, parse_level
 from tftproxy.settings.model import FOREMAN_RELEASE, Settings, is_version
 from tftproxy.store import BootStore
@@ -79,6 +79,16 @@ def job_options(settings: Settings) -> JobOptions:
                       preflight=settings.tftp_http_download_preflight)
 
 
+def sync_options(settings: Settings) -> SyncOptions:
+    return SyncOptions(
+        interval=settings.sync_interval, jitter=settings.sync_jitter,
+        concurrency=settings.sync_concurrency, host_concurrency=settings.sync_host_concurrency,
+        retry=settings.sync_retry, backoff_max=settings.sync_backoff_max,
+        idle_after=settings.sync_idle_after, idle_interval=settings.sync_idle_interval,
+        prefetch=tuple(PrefetchSet(p.prefix, tuple(p.urls)) for p in settings.prefetch),
+    )
+
+
 def tftp_config(settings: Settings) -> ServerConfig:
     return ServerConfig(
         policy=Policy(max_blksize=settings.tftp_max_blksize,
@@ -131,7 +141,7 @@ def boot_files(settings: Settings, tree: BootStore | None = None,
     from tftproxy.jobs.bootfiles import BootFiles
 
     files = BootFiles(AsyncStore(tree or store(settings)), fetcher(settings, metrics),
-                      job_options(settings), metrics)
+                      job_options(settings), metrics, sync_options(settings))
     if metrics is not None:
         files.store.on_collect = metrics.collected
     return files

@@ -117,6 +117,22 @@ class _StoreCollector(Collector):
                                 value=u.disk_free)
 
 
+class _SyncCollector(Collector):
+    """Boot-set revalidations by outcome, read from the sync dispatcher at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        family = CounterMetricFamily(f"{PREFIX}_sync_revalidations",
+                                     "Boot-set revalidations ended (background, prefetch and "
+                                     "sync requests), by outcome", labels=["outcome"])
+        for outcome in ("unchanged", "updated", "failed"):
+            family.add_metric([outcome], counts.get(outcome, 0))
+        yield family
+
+
 class Metrics:
     """One process's metrics; it observes the fetcher, the jobs and the clean-up."""
 
@@ -128,7 +144,7 @@ class Metrics:
         Gauge(f"{PREFIX}_build_info", "tftproxy's version", ["version"],
               registry=r).labels(__version__).set(1)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when the service is ready to serve", registry=r)
-        self.fetches = Counter(f"{PREFIX}_fetches", "Fetch requests ended, by outcome",
+        self.fetches = Counter(f"{PREFIX}_fetches", "Fetch jobs ended (requests and revalidations), by outcome",
                                ["outcome"], registry=r)
         for outcome in ("published", "unchanged", "ignored", "failed"):
             self.fetches.labels(outcome)
@@ -155,6 +171,9 @@ class Metrics:
     def add_tftp(self, counters: TftpCounters, workers: Callable[[], int],
                  restarts: Callable[[], int]) -> None:
         self.registry.register(_TftpCollector(counters, workers, restarts))
+
+    def add_sync(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_SyncCollector(counts))
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type (file work: off the event loop)."""

@@ -134,6 +134,8 @@ class Service:
             log.error("%s", problem)
         metrics = Metrics(tree.layout) if settings.metrics else None
         files = self.files = assemble.boot_files(settings, tree, metrics)
+        if metrics is not None:
+            metrics.add_sync(lambda: dict(files.sync.counts))
         await files.recover()
         self.health.recovered = True
         httpboot = await asyncio.to_thread(assemble.httpboot_tree, settings)
@@ -169,6 +171,8 @@ class Service:
             if metrics is not None:
                 metrics.ready.set_function(lambda: 0 if self.health.problems() else 1)
             self._spawn(self._clean_periodically())
+            # Once serving: the prefetch list, then sets kept current (stopped by the drain).
+            files.sync.start()
             interval = _notify.watchdog_interval()
             if interval is not None:
                 self._spawn(self._watchdog(interval))

@@ -390,3 +390,35 @@ async def test_capabilities_foreman_dispatches_on(proxy) -> None:
     assert json.loads(r.text)["tftp"]["capabilities"] == [
         "bootloader_archive_iso", "bootloader_archive_tgz", "bootloader_universe",
         "bootloader_universe_boot_files"]
+
+
+async def test_a_sync_revalidates_universes_by_their_archive(proxy, nginx: Nginx, netboot,
+                                                             boot_iso, initrd, tmp_path) -> None:
+    """Background revalidation and `sync` treat a universe as fetch_and_process would redo
+    it: the archive checked conditionally, the members extracted again only when it changed
+    (never one member fetched as if it were the archive)."""
+    p: ServedProxy = await proxy()
+    nginx.put("d/netboot.tar.gz", netboot)
+    nginx.put("rhel/images/boot.iso", boot_iso)
+    for extract in (debian_extract(nginx.url("d/netboot.tar.gz")),
+                    redhat_extract(nginx.url("rhel/images/boot.iso"))):
+        status, body = await post_json(p, "/tftp/fetch_and_process", {"extract": extract})
+        assert status == 200, body
+    run = await p.files.sync.sync()
+    assert await run.wait(60)
+    assert {s: o.line() for s, o in run.outcomes.items()} == {
+        f"{U}/netboot.tar.gz": f"unchanged: {U}/netboot.tar.gz generation 1",
+        f"{R}/boot.iso": f"unchanged: {R}/boot.iso generation 1"}
+    assert [s for m, s, _ in nginx.log_lines("/rhel/images/boot.iso") if m == "GET"] == [200, 304]
+    # A respun ISO: a new universe, extracted again from the new image, in one generation.
+    tree = media.iso_tree(tmp_path / "new", media.DI_LINUX, initrd, grub=media.GRUBNET)
+    nginx.put("rhel/images/boot.iso", media.make_iso(tree, tmp_path / "new.iso").read_bytes(),
+              mtime=os.path.getmtime(nginx.www / "rhel/images/boot.iso") + 10)
+    run = await p.files.sync.sync([f"{R}/boot.iso"])
+    assert await run.wait(60)
+    assert run.outcomes[f"{R}/boot.iso"].line() == f"updated: {R}/boot.iso generation 1 -> 2"
+    assert os.readlink(p.root / R / "boot.efi") == "grubx64.efi"
+    assert (p.root / R / "boot.iso").read_bytes() == (tmp_path / "new.iso").read_bytes()
+    gen = universe_status(p, f"{R}/boot.iso")
+    assert gen["current"] == 2 and len(gen["generations"][-1]["members"]) == len(
+        gen["generations"][0]["members"])

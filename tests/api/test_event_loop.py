@@ -4,7 +4,7 @@ A slow disk must delay the request that needs it, never every other request. An 
 (PEP 578) records the file-system events Python raises (open, listdir, scandir, rename,
 remove, mkdir, symlink, chmod...) on the event loop's thread while the API answers real
 requests over a socket: fetches (new, changed, up to date), status, prune, job status, PXE
-configs written, read and deleted, HTTP boot, the log buffer, registration.
+configs written, read and deleted, HTTP boot, the log buffer, registration, boot-set syncs.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ MAC = "52:54:00:aa:bb:cc"
 
 
 async def test_the_api_does_no_file_work_on_its_event_loop(api, nginx: Nginx) -> None:
-    proxy = await api(gc_grace=0)
+    proxy = await api(gc_grace=0, sync_interval=0.2, sync_jitter=0, sync_idle_after=0)
     nginx.put("os/images/pxeboot/vmlinuz", b"kernel 1" * 1000)
     nginx.put("os/images/pxeboot/initrd.img", b"initrd 1" * 1000)
     url = nginx.url("os/images/pxeboot/vmlinuz")
@@ -89,7 +89,21 @@ async def test_the_api_does_no_file_work_on_its_event_loop(api, nginx: Nginx) ->
         assert await call("GET", "/logs/?from_timestamp=1") == 200
         assert await call("GET", "/v2/features") == 200
         assert await call("GET", "/version") == 200
-    assert events == [] and changed == []
+    nginx.put("os/images/pxeboot/initrd.img", b"initrd 2" * 1000, mtime=time.time() + 5)
+    with on_this_thread() as synced:
+        async with s.post(proxy.base + "/tftp/sync", data={"prefix": "boot/c"}) as resp:
+            run = await resp.json()
+        assert run["updated"] == 1  # a new generation, published by the sync
+        assert await call("POST", "/tftp/sync") == 200  # every set, up to date
+        assert await call("GET", run["url"]) == 200
+    with on_this_thread() as background:
+        proxy.files.sync.start()  # serve's background revalidation, every 0.2 s here
+        for _ in range(300):
+            if proxy.files.sync.counts["checked"] >= 4:
+                break
+            await asyncio.sleep(0.01)
+    assert proxy.files.sync.counts["checked"] >= 4
+    assert events == [] and changed == [] and synced == [] and background == []
 
 
 async def test_archive_extraction_does_no_file_work_on_the_event_loop(api, nginx: Nginx,

@@ -48,6 +48,35 @@ def test_fetch_status_and_gc(nginx: Nginx, root: Path) -> None:
     assert gc.stdout.startswith("would free 0 bytes in 0 object(s)")
 
 
+def test_sync_names_each_set_and_its_outcome(nginx: Nginx, root: Path) -> None:
+    import time
+
+    for f in ("vmlinuz", "initrd.img"):
+        nginx.put(f"os/{f}", os.urandom(50_000))
+        assert tftproxy("fetch", "--root", str(root), "boot/cli", nginx.url(f"os/{f}")
+                        ).returncode == 0
+    done = tftproxy("sync", "--root", str(root))
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0, "unchanged: boot/cli generation 2\n", "")
+    nginx.put("os/vmlinuz", os.urandom(50_001), mtime=time.time() + 5)
+    done = tftproxy("sync", "--root", str(root), "boot/cli")
+    assert (done.returncode, done.stdout) == (0, "updated: boot/cli generation 2 -> 3\n")
+    done = tftproxy("sync", "--root", str(root), "boot/none")
+    assert (done.returncode, done.stderr) == (
+        2, "failed: no boot set is published under prefix 'boot/none'\n")
+    (nginx.www / "os/initrd.img").unlink()
+    done = tftproxy("sync", "--root", str(root), "--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    [outcome] = report["sets"]
+    assert (outcome["set"], outcome["status"], outcome["generation"]) == ("boot/cli", "failed", 3)
+    assert outcome["error"] == ("boot set boot/cli not switched: boot/cli-initrd.img: HTTP 404 "
+                                "Not Found; previous version kept")
+    text = tftproxy("status", "--root", str(root)).stdout
+    assert "failed (1 in a row): boot set boot/cli not switched" in text
+    assert "next check: " in text and "none scheduled" not in text
+
+
 def test_bad_input_and_settings_are_named(root: Path, tmp_path: Path) -> None:
     done = tftproxy("fetch", "--root", str(root), "../escape", "http://127.0.0.1:1/vmlinuz")
     assert done.returncode == 2
@@ -62,7 +91,7 @@ def test_bad_input_and_settings_are_named(root: Path, tmp_path: Path) -> None:
 
 def test_help_names_every_command() -> None:
     out = tftproxy("--help").stdout
-    for command in ("serve", "fetch", "status", "tftpd", "gc", "config"):
+    for command in ("serve", "fetch", "sync", "status", "tftpd", "gc", "config"):
         assert command in out
     assert "--tftp-listen" in tftproxy("serve", "--help").stdout
     assert "--dry-run" in tftproxy("gc", "--help").stdout

@@ -231,3 +231,25 @@ async def test_an_index_is_read_for_the_platform_asked(api, registry: Registry,
                                                                            "vmlinuz"))
     assert status == 502
     assert "is an image index of 2 manifests (linux/amd64, linux/arm64): add ?platform=" in body
+
+
+async def test_a_sync_resolves_the_tag_once_per_set_and_follows_a_respin(
+        api, registry: Registry, pusher: Pusher, root: Path) -> None:
+    titles = ("vmlinuz", "initrd.img")
+    pusher.push(REPO, "41-amd64", {"vmlinuz": K1, "initrd.img": I1})
+    proxy = await api()
+    await fetch_all(proxy, registry, "boot/f41", f"{REPO}:41-amd64", titles)
+    before = len(registry.requests())
+    run = await proxy.files.sync.sync(["boot/f41"])
+    assert await run.wait(30)
+    assert run.outcomes["boot/f41"].line() == "unchanged: boot/f41 generation 2"
+    assert new_requests(registry, before) == [("HEAD", f"/v2/{REPO}/manifests/41-amd64", 200)]
+    respun = pusher.push(REPO, "41-amd64", {"vmlinuz": K2, "initrd.img": I2})
+    run = await proxy.files.sync.sync(["boot/f41"])
+    assert await run.wait(30)
+    assert run.outcomes["boot/f41"].line() == "updated: boot/f41 generation 2 -> 3"
+    assert (root / "boot/f41-vmlinuz").read_bytes() == K2
+    assert (root / "boot/f41-initrd.img").read_bytes() == I2
+    store = proxy.files.store.store
+    assert {store.records.record(f"boot/f41-{t}").current.manifest_digest
+            for t in titles} == {respun}

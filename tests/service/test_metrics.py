@@ -88,6 +88,8 @@ def test_prometheus_scrapes_every_worker_and_the_fetches(tmp_path: Path, store: 
     assert served.post("/tftp/fetch_boot_file", ok)[0] == 200  # up to date: a 304
     bad = {"prefix": "boot/c", "path": nginx.url("os/nope/vmlinuz")}
     assert served.post("/tftp/fetch_boot_file", bad)[0] == 502
+    # A revalidation of the set (a 304 more): counted as a fetch job and as a sync outcome.
+    assert served.post("/tftp/sync", {"prefix": "boot/c"})[0] == 200
 
     prom = Prometheus(tmp_path / "prom", f"127.0.0.1:{served.api_port}")
     try:
@@ -102,9 +104,11 @@ def test_prometheus_scrapes_every_worker_and_the_fetches(tmp_path: Path, store: 
         assert v("tftproxy_tftp_workers") == 2
         assert v("tftproxy_tftp_active_transfers") == 0
         assert v('tftproxy_fetches_total{outcome="published"}') == 1
-        assert v('tftproxy_fetches_total{outcome="unchanged"}') == 1
+        assert v('tftproxy_fetches_total{outcome="unchanged"}') == 2
         assert v('tftproxy_fetches_total{outcome="failed"}') == 1
-        assert v('tftproxy_upstream_responses_total{code="304",kind="download"}') == 1
+        assert v('tftproxy_upstream_responses_total{code="304",kind="download"}') == 2
+        assert v('tftproxy_sync_revalidations_total{outcome="unchanged"}') == 1
+        assert v('tftproxy_sync_revalidations_total{outcome="failed"}') == 0
         assert v('tftproxy_upstream_responses_total{code="404",kind="download"}') == 1
         assert v('tftproxy_upstream_responses_total{code="404",kind="manifest"}') >= 1
         assert v("tftproxy_fetch_downloaded_bytes_total") == 5_000

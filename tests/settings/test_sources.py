@@ -208,12 +208,48 @@ def test_missing_settings_yml(tmp_path: Path) -> None:
     ("fetch_wait: [1]\n", "setting 'fetch_wait' from {cfg}: Input should be a valid number"),
     ("tls_disabled_versions: ['1.2', '1.3']\n", "disables every TLS version"),
     ("feature_enabled: http\nhttp_enabled: false\n", "no API listener is left"),
+    ("prefetch:\n- prefix: boot/c9\n", "setting 'prefetch.0.urls' from {cfg}: Field required"),
+    ("prefetch:\n- prefix: boot/c9\n  urls: ['ftp://m/vmlinuz']\n",
+     "setting 'prefetch.0.urls' from {cfg}: 'ftp://m/vmlinuz' is not an http://, https:// or "
+     "oci:// URL"),
+    ("prefetch:\n- prefix: ''\n  urls: ['http://m/vmlinuz']\n",
+     "setting 'prefetch.0.prefix' from {cfg}: String should have at least 1 character"),
+    ("sync_interval: 3600\nsync_idle_interval: 600\n",
+     "sync_idle_interval is shorter than sync_interval"),
+    ("sync_retry: 600\nsync_backoff_max: 60\n", "sync_backoff_max is shorter than sync_retry"),
+    ("sync_jitter: 2\n", "setting 'sync_jitter' from {cfg}: Input should be less than or equal"),
 ])
 def test_bad_config_file_is_refused(tmp_path: Path, pki: Pki, text: str, message: str) -> None:
     cfg = write(tmp_path / "tftproxy.yml", text.format(cert=pki.server.cert))
     with pytest.raises(SettingsError) as info:
         load(config_file=cfg, environ={})
     assert message.format(cfg=cfg) in str(info.value)
+
+
+PREFETCH_YML = """\
+prefetch:
+  - prefix: boot/centos-stream-9
+    urls:
+      - http://mirror.example.test/9-stream/BaseOS/x86_64/os/images/pxeboot/vmlinuz
+      - http://mirror.example.test/9-stream/BaseOS/x86_64/os/images/pxeboot/initrd.img
+sync_interval: 7200
+"""
+
+
+def test_the_prefetch_list_and_sync_schedule_in_the_yaml(tmp_path: Path) -> None:
+    from tftproxy import assemble
+
+    cfg = write(tmp_path / "tftproxy.yml", PREFETCH_YML)
+    loaded = load(config_file=cfg, environ={})
+    options = assemble.sync_options(loaded.settings)
+    [entry] = options.prefetch
+    assert entry.prefix == "boot/centos-stream-9"
+    assert entry.urls[1].endswith("/images/pxeboot/initrd.img")
+    assert (options.interval, options.jitter, options.concurrency) == (7200, 0.1, 4)
+    assert loaded.origin["prefetch"] == str(cfg)
+    env = load(environ={"TFTPROXY_PREFETCH": "[{prefix: boot/x, urls: ['https://m/vmlinuz']}]",
+                        "TFTPROXY_SYNC_INTERVAL": "0"}).settings
+    assert env.prefetch[0].urls == ["https://m/vmlinuz"] and env.sync_interval == 0
 
 
 def test_bad_environment_value_names_the_variable() -> None:

@@ -83,3 +83,29 @@ def test_a_format_1_record_is_read_and_an_oci_version_round_trips(root: Path) ->
     assert (data["format"], data["current"]["manifest_digest"]) == (2, digest)
     again = store.records.record("boot/c7-vmlinuz")
     assert again is not None and again.current == oci
+
+
+def test_an_older_tree_without_sync_state_is_synced_and_reported(root: Path) -> None:
+    """A tree of a release before background revalidation: no private/sync/ at all."""
+    import shutil
+
+    from tftproxy.jobs.status import status_report
+    from tftproxy.store.syncstate import SYNC_FORMAT, SyncState
+
+    store = _old_tree(root)
+    shutil.rmtree(store.layout.sync_dir)
+    old = BootStore(root, create=False)
+    [s] = status_report(old)["sets"]
+    assert s["set"] == "boot/c7" and s["sync"] is None
+    assert old.sync_states.all() == {}
+    # What a newer release wrote, or a damaged file, is taken as no state, not misread.
+    store = BootStore(root)
+    store.sync_states.put(SyncState(set="boot/c7", checked_at=5.0, outcome="unchanged"))
+    path = store.layout.sync_dir / f"{name_key('boot/c7')}.json"
+    assert json.loads(path.read_text())["format"] == SYNC_FORMAT
+    assert store.sync_states.get("boot/c7") == SyncState(set="boot/c7", checked_at=5.0,
+                                                         outcome="unchanged")
+    path.write_text(json.dumps({"set": "boot/c7", "format": SYNC_FORMAT + 1}))
+    assert store.sync_states.get("boot/c7") is None
+    path.write_text("{not json")
+    assert store.sync_states.all() == {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tftproxy._addr import parse_listen
-from tftproxy.api import bootfiles, httpboot, logs, monitor, openapi, proxy, pxe
+from tftproxy.api import bootfiles, httpboot, logs, monitor, openapi, proxy, pxe, sync
 from tftproxy.api.auth import Authorizer
 from tftproxy.api.connections import ConnectionGuard, ConnectionLimits
 from tftproxy.api.context import CONTEXT, ApiContext, Health, MetricsRenderer
@@ -51,6 +51,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/tftp/fetch_boot_file/{job_id}", bootfiles.fetch_job_status),
     Route("POST", "/tftp/prune", bootfiles.prune),
     Route("GET", "/tftp/status", bootfiles.status),
+    Route("POST", "/tftp/sync", sync.sync),
+    Route("GET", "/tftp/sync/{run_id}", sync.sync_status),
     Route("GET", "/tftp/serverName", pxe.server_name),
     Route("POST", "/tftp/create_default", pxe.create_default_legacy),
     Route("POST", "/tftp/{variant}/create_default", pxe.create_default),

@@ -124,4 +124,7 @@ async def prune(request: web.Request) -> web.StreamResponse:
 
 
 async def status(request: web.Request) -> web.StreamResponse:
-    return web.json_response(await context(request).store.call(status_report))
+    ctx = context(request)
+    report = await ctx.store.call(status_report)
+    report["sync"] = ctx.files.sync.summary()
+    return web.json_response(report)

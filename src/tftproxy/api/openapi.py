@@ -411,7 +411,8 @@ def openapi_document() -> dict[str, Any]:
                                              "files": {"type": "array",
                                                        "items": {"type": "object"}},
                                              "sets": {"type": "array",
-                                                      "items": {"type": "object"}}}},
+                                                      "items": {"type": "object"}},
+                                             "sync": {"type": "object"}}},
                              "Same as `tftproxy status --json`"),
                 "403": _DENIED,
                 "404": _error("The tftp module is not enabled on this listener"),
@@ -464,6 +465,9 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
         }},
     }
+    from tftproxy.api.openapi_sync import SYNC_PATHS  # it builds on this module's parts
+
+    paths.update(SYNC_PATHS)
     return {
         "openapi": "3.0.3",
         "info": {

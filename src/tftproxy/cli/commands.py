@@ -16,7 +16,7 @@ from typing import Any
 
 from tftproxy.cli.output import ProgressBar
 from tftproxy.cli.owner import act_as_tree_owner, refuse_foreign_tree
-from tftproxy.errors import InputError
+from tftproxy.errors import InputError, NotFound
 from tftproxy.settings.model import Settings
 from tftproxy.settings.sources import load, load_settings, render
 from tftproxy.store.layout import Layout
@@ -135,6 +135,41 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from tftproxy import assemble
+    from tftproxy.jobs.sync import SyncRun
+
+    settings = settings_from(args)
+    act_as_tree_owner(Layout.at(settings.tftproot))
+
+    async def go() -> SyncRun | int:
+        files = assemble.boot_files(settings)
+        try:
+            await files.recover()
+            run = await files.sync.sync(args.prefixes)
+            await run.wait()
+        except (InputError, NotFound) as exc:
+            print(f"failed: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await files.close()
+        return run
+
+    run = asyncio.run(go())
+    if isinstance(run, int):
+        return run
+    if args.json:
+        json.dump(run.to_json(), sys.stdout, indent=2)
+        print()
+    elif not run.sets:
+        print(f"no boot sets published under {settings.tftproot}")
+    else:
+        for set_id in run.sets:
+            outcome = run.outcomes[set_id]
+            print(outcome.line(), file=sys.stderr if outcome.status == "failed" else sys.stdout)
+    return 1 if run.failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from tftproxy import assemble
     from tftproxy.jobs.status import status_report
@@ -180,6 +215,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{g['generation']}{' (current)' if g['current'] else ''}"
             for g in s["generations"])
         print(f"boot set {s['set']}: generation {s['current']} current; kept: {kept}")
+        sync = s["sync"]
+        if sync is not None:
+            outcome = sync["outcome"] or "not checked yet"
+            if sync["outcome"] == "failed":
+                outcome += f" ({sync['failures']} in a row): {sync['error']}"
+            print(f"  last checked: {sync['checked'] or '-'}, {outcome}; "
+                  f"next check: {sync['next_check'] or 'none scheduled'}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The command line's grammar: ``tftproxy serve | tftpd | fetch | status | gc | config``."""
+"""The command line's grammar: ``tftproxy serve | tftpd | fetch | sync | status | gc | config``."""
 
 from __future__ import annotations
 
@@ -76,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="source URL: http(s)://..., ftp://..., or "
                    "oci://REGISTRY/REPOSITORY:TAG#FILE (oci+http:// for a plain-HTTP registry)")
     p.set_defaults(func=commands.cmd_fetch)
+
+    p = sub.add_parser("sync", help="revalidate boot sets now",
+                       description="Check every published boot set (or the sets of the "
+                       "PREFIXes) upstream with conditional requests, as the background "
+                       "revalidation of serve does, and publish a change as one new "
+                       "generation; a failure keeps the last good generation. One line per "
+                       "set: unchanged, updated (from which generation to which) or failed "
+                       "with the reason. Exits 1 if a set failed, 2 for bad input.")
+    _add_common(p)
+    p.add_argument("prefixes", nargs="*", metavar="PREFIX",
+                   help="a boot set's prefix, as given to fetch (default: every set)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_sync)
 
     p = sub.add_parser("status", help="list published boot files and their sources",
                        description="Every published boot file with its source URL, size, sha256, "

@@ -28,6 +28,7 @@ from tftproxy.jobs.check import Changed, Failed, Unchanged
 from tftproxy.jobs.extract_spec import ExtractSpec
 from tftproxy.jobs.hiding import SetChanges
 from tftproxy.jobs.locking import LockSet
+from tftproxy.jobs.options import RefreshMode
 from tftproxy.jobs.registry import Job, ProgressFn
 from tftproxy.jobs.results import FetchResult
 from tftproxy.store.objects import StagingFile
@@ -80,14 +81,16 @@ class ArchiveTransaction:
     """One archive job; ``changes`` are the check's hooks, as for a set transaction."""
 
     def __init__(self, job: Job, spec: ExtractSpec, files: BootFiles,
-                 done: Callable[[Job], None] | None = None) -> None:
+                 done: Callable[[Job], None] | None = None, *, keep: bool = False) -> None:
         self.job = job
         self.spec = spec
         self._files = files
         self._store = files.store
         self._lockset = LockSet(files.locks)
-        self.changes = SetChanges(self._store, self._lockset, files.options.refresh_mode,
-                                  spec.set_id, OciManifests(files.checker.oci))
+        # keep: a background revalidation hides nothing (no host is waiting for it).
+        mode = RefreshMode.KEEP if keep else files.options.refresh_mode
+        self.changes = SetChanges(self._store, self._lockset, mode, spec.set_id,
+                                  OciManifests(files.checker.oci))
         self._done = done
         # Whether the archive had a published version when the transaction began.
         self.had_version = False

@@ -1,7 +1,8 @@
 """Boot-file requests: what a fetch means for the store, shared by the API and the CLI.
 
 :meth:`BootFiles.request` checks the request, then joins the running job of its name or
-starts one; each job runs one :class:`~tftproxy.jobs.transaction.SetTransaction`.
+starts one; each job runs one :class:`~tftproxy.jobs.transaction.SetTransaction`. Its
+:attr:`BootFiles.sync` revalidates whole sets through the same transaction (background, now).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from typing import Protocol
 
 from tftproxy.errors import InputError, ShuttingDown
@@ -17,9 +19,10 @@ from tftproxy.fetch.schemes import Fetchers, check_scheme, file_name
 from tftproxy.jobs.check import Checker
 from tftproxy.jobs.locking import LockCache
 from tftproxy.jobs.observer import JobObserver
-from tftproxy.jobs.options import JobOptions
+from tftproxy.jobs.options import JobOptions, RefreshMode, SyncOptions
 from tftproxy.jobs.registry import Job, JobRegistry, ProgressFn
 from tftproxy.jobs.results import FetchResult, failure_text
+from tftproxy.jobs.sync import Syncer
 from tftproxy.jobs.transaction import SetTransaction
 from tftproxy.logs import fields
 from tftproxy.store.aio import AsyncStore
@@ -44,7 +47,7 @@ class BootFiles:
     """
 
     def __init__(self, store: AsyncStore, fetcher: Fetchers, options: JobOptions,
-                 observer: JobObserver | None = None) -> None:
+                 observer: JobObserver | None = None, sync: SyncOptions | None = None) -> None:
         self.store = store
         self.fetcher = fetcher
         self.options = options
@@ -56,6 +59,7 @@ class BootFiles:
         self.draining = False
         # "<name> <- <url>" of every fetch a drain cancelled.
         self.aborted: list[str] = []
+        self.sync = Syncer(self, sync or SyncOptions())
 
     def reconfigure(self, options: JobOptions) -> None:
         """New options for the jobs started from now on (a reload)."""
@@ -67,6 +71,8 @@ class BootFiles:
         """Refuse new requests, let running jobs finish for up to ``timeout`` seconds, then
         cancel the rest (each puts back its previous versions); returns the cancelled."""
         self.draining = True
+        # Background revalidations are not waited for: the next start resumes them.
+        await self.sync.close()
         running = list(self._tasks)
         if running:
             await asyncio.wait(running, timeout=timeout)
@@ -93,6 +99,7 @@ class BootFiles:
         return report
 
     async def close(self) -> None:
+        await self.sync.close()
         await self.drain(0)
         await self.fetcher.close()
         self._locks.close()
@@ -106,14 +113,21 @@ class BootFiles:
     def job(self, job_id: str) -> Job | None:
         return self.registry.get(job_id)
 
-    async def request(self, prefix: str, url: str, progress: ProgressFn | None = None) -> Job:
-        """Start (or join) the fetch of ``url`` to ``prefix``; raises InputError for bad input."""
+    async def request(self, prefix: str, url: str, progress: ProgressFn | None = None, *,
+                      keep: bool = False) -> Job:
+        """Start (or join) the fetch of ``url`` to ``prefix``; raises InputError for bad input.
+
+        ``keep``: serve the old version until the new one is published, whatever
+        ``refresh_mode`` says (no host waits for a prefetch).
+        """
         self.check_open()
         if not prefix or not url:
             raise InputError("both 'prefix' and 'path' are required")
         scheme = check_scheme(url)
         name, set_id = await self.store.target(prefix, url, file_name(url))
-        return self._start(name, set_id, url, scheme, progress)
+        if not keep:
+            self.sync.note_request(set_id)
+        return self._start(name, set_id, url, scheme, progress, keep=keep)
 
     async def request_named(self, name: str, url: str,
                             progress: ProgressFn | None = None) -> Job:
@@ -122,10 +136,12 @@ class BootFiles:
         self.check_open()
         scheme = check_scheme(url)
         (name,) = await self.store.check_names([name])
-        return self._start(name, name.rpartition("/")[0] + "/", url, scheme, progress)
+        set_id = name.rpartition("/")[0] + "/"
+        self.sync.note_request(set_id)
+        return self._start(name, set_id, url, scheme, progress)
 
     def _start(self, name: str, set_id: str, url: str, scheme: str,
-               progress: ProgressFn | None) -> Job:
+               progress: ProgressFn | None, *, keep: bool = False) -> Job:
         registry = self.registry
         if scheme == "nfs":
             # Foreman sends nfs media paths too; smart-proxy accepts and ignores them.
@@ -144,11 +160,25 @@ class BootFiles:
         if progress is not None:
             job.listeners.append(progress)
         registry.start(job)
-        self.launch(job, SetTransaction(job, store=self.store, checker=self._checker,
-                                        registry=self.registry, locks=self._locks,
-                                        options=self.options, manifests=self.fetcher,
-                                        observer=self.observer))
+        self.launch(job, self.transaction(job, keep=keep))
         return job
+
+    def transaction(self, job: Job, *, keep: bool = False, whole_set: bool = False,
+                    member_jobs: dict[str, Job] | None = None) -> SetTransaction:
+        """The transaction ``job`` runs; see :class:`SetTransaction` for ``whole_set``."""
+        options = replace(self.options, refresh_mode=RefreshMode.KEEP) if keep else self.options
+        return SetTransaction(job, store=self.store, checker=self._checker,
+                              registry=self.registry, locks=self._locks, options=options,
+                              manifests=self.fetcher, observer=self.observer,
+                              whole_set=whole_set, member_jobs=member_jobs)
+
+    async def run_job(self, job: Job, transaction: Transaction) -> FetchResult:
+        """Run a job started by the caller (a revalidation's) to its end, in this task."""
+        if self.observer is not None:
+            self.observer.fetch_started()
+        await self._run(job, transaction)
+        assert job.result is not None
+        return job.result
 
     def launch(self, job: Job, transaction: Transaction) -> None:
         """Run ``transaction`` for the (registered, started) ``job`` in a task of its own."""

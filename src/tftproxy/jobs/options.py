@@ -25,3 +25,27 @@ class JobOptions:
     job_retention: float = 600.0
     max_unpacked_size: int = 8 * 1024**3  # what one archive may unpack (tgz: scanned too)
     preflight: bool = True  # HEAD an archive's source before its first download
+
+
+@dataclass(frozen=True)
+class PrefetchSet:
+    """A boot set fetched at start and kept current: a prefix and its members' URLs, as
+    Foreman sends them to ``fetch_boot_file``."""
+
+    prefix: str
+    urls: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """The background revalidation's schedule (the ``sync_*`` settings); times in seconds."""
+
+    interval: float = 4 * 3600.0  # 0: no background revalidation
+    jitter: float = 0.1  # each delay is stretched or shrunk by up to this fraction
+    concurrency: int = 4  # sets revalidated at once
+    host_concurrency: int = 2  # sets revalidated at once from one upstream host
+    retry: float = 300.0  # the delay after a first failure; doubles with each further one
+    backoff_max: float = 24 * 3600.0
+    idle_after: float = 7 * 86400.0  # no request for this long: the set is idle (0: never)
+    idle_interval: float = 86400.0  # an idle set's interval (0: idle sets are not revalidated)
+    prefetch: tuple[PrefetchSet, ...] = ()

@@ -8,6 +8,7 @@ from typing import Any
 from tftproxy.jobs.results import iso_time
 from tftproxy.store import BootStore
 from tftproxy.store.adoption import unmanaged
+from tftproxy.store.syncstate import SyncState
 
 
 def _state(state: str, hidden: bool) -> str:
@@ -43,6 +44,7 @@ def status_report(store: BootStore) -> dict[str, Any]:
             "checked": iso_time(rec.checked_at) if rec.checked_at else None,
         })
     sets = []
+    syncs = store.sync_states.all()
     for srec in store.records.set_records():
         sets.append({
             "set": srec.name,
@@ -55,7 +57,25 @@ def status_report(store: BootStore) -> dict[str, Any]:
                  "members": dict(sorted(g.members.items()))}
                 for g in srec.generations
             ],
+            "sync": sync_status(syncs.get(srec.name)),
         })
     plain = [{"name": u.name, "size": u.size, "modified": iso_time(u.mtime)}
              for u in unmanaged(store.layout)]
     return {"root": str(store.root), "files": files, "sets": sets, "unmanaged": plain}
+
+
+def sync_status(state: SyncState | None) -> dict[str, Any] | None:
+    """A set's revalidation: when it was last checked, its next check, the last outcome."""
+    if state is None:
+        return None
+    return {
+        "checked": iso_time(state.checked_at) if state.checked_at else None,
+        "next_check": iso_time(state.next_check) if state.next_check is not None else None,
+        "outcome": state.outcome,
+        "from_generation": state.from_generation if state.outcome == "updated" else None,
+        "generation": state.generation,
+        "error": state.message,
+        "failures": state.failures,
+        "failed_total": state.failed_total,
+        "asked": iso_time(state.asked_at) if state.asked_at else None,
+    }

@@ -14,6 +14,9 @@ A failure of this machine (a full disk, a name the tree cannot take, files anoth
 ends the transaction like an upstream failure: a one-line reason, every staging file freed
 first (so the restore has the space it needs), then every hidden member restored, each on its
 own (one that cannot be put back does not keep the others hidden).
+
+A background revalidation (:mod:`tftproxy.jobs.revalidate`) runs the same transaction with
+``whole_set``: every member is checked at once, and a set found up to date publishes nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from tftproxy.jobs.options import JobOptions
 from tftproxy.jobs.registry import Job, JobRegistry
 from tftproxy.jobs.results import FetchResult
 from tftproxy.store.aio import AsyncStore
-from tftproxy.store.records import Record
+from tftproxy.store.records import Record, Version
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ class SetTransaction:
 
     def __init__(self, job: Job, *, store: AsyncStore, checker: Checker, registry: JobRegistry,
                  locks: LockCache, options: JobOptions, manifests: TextSource,
-                 observer: JobObserver | None = None) -> None:
+                 observer: JobObserver | None = None, whole_set: bool = False,
+                 member_jobs: dict[str, Job] | None = None) -> None:
         self.job = job
         self._observer = observer
         # Whether the name had a published version when the transaction began.
@@ -58,7 +62,13 @@ class SetTransaction:
         self._lockset = LockSet(locks)
         self.changes = SetChanges(store, self._lockset, options.refresh_mode, job.set_id,
                                   OciManifests(checker.oci))
+        # Every job made for another member (to end the ones the transaction never reached).
         self._member_jobs: list[Job] = []
+        self._whole_set = whole_set
+        # Jobs made by the caller for the other members, so requests could join them early.
+        self._given_jobs = member_jobs or {}
+        # The set's generation when the locks were taken (what a revalidation reports).
+        self.generation_before: int | None = None
 
     # ------------------------------------------------------------------- run
 
@@ -93,7 +103,16 @@ class SetTransaction:
         rec = await store.repaired_record(job.name)
         cur = rec.current if rec is not None else None
         self.had_version = cur is not None
+        self.generation_before = rec.generation if rec is not None else None
+        if self._whole_set and (cur is None or cur.source != job.url or rec is None
+                                or rec.set != job.set_id):
+            # A request changed the set while the revalidation waited for its locks: never
+            # refetch a source the set no longer has; the next round looks at it afresh.
+            return job.failed(f"boot set {job.set_id} changed while waiting to be checked; "
+                              f"checked again next round", kept=cur is not None)
         try:
+            if self._whole_set:
+                return await self._revalidate(cur)
             if cur is None:
                 # A host may boot during the first fetch (after a 202): our servers hold its
                 # requests until the file is published, whatever the refresh mode.
@@ -123,8 +142,24 @@ class SetTransaction:
             self.changes.oci.close()
             await self.changes.discard_staging()
 
-    async def _switch(self, first: Changed | Unchanged, others: list[Record]) -> FetchResult:
+    async def _revalidate(self, cur: Version | None) -> FetchResult:
+        """Whole-set mode: every member checked at once; the set switches if any changed."""
         job = self.job
+        members = await self._store.members(job.set_id)
+        await self._lockset.acquire(sorted(m.name for m in members))
+        others = [m for m in members if m.name != job.name]
+        member_jobs = [self._member_job(m) for m in others]
+        checks = await asyncio.gather(
+            self._checker.check(job.name, job.url, cur, job.progress, self.changes),
+            *(self._checker.check(mj.name, mj.url, m.current, mj.progress, self.changes)
+              for mj, m in zip(member_jobs, others, strict=True)))
+        if not any(isinstance(c, Changed) or (isinstance(c, Unchanged) and c.moved)
+                   or isinstance(c, Failed) for c in checks):
+            # Every member up to date: nothing to verify, record or switch.
+            return await self._all_unchanged(list(checks), member_jobs, record=False)
+        return await self._settle(list(checks), member_jobs)
+
+    async def _switch(self, first: Changed | Unchanged, others: list[Record]) -> FetchResult:
         member_jobs = [self._member_job(m) for m in others]
         if isinstance(first, Changed):
             await self.changes.hide()
@@ -132,6 +167,11 @@ class SetTransaction:
         checks += await asyncio.gather(*(
             self._checker.check(mj.name, mj.url, m.current, mj.progress, self.changes)
             for mj, m in zip(member_jobs, others, strict=True)))
+        return await self._settle(checks, member_jobs)
+
+    async def _settle(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
+        """Verify and switch the checked members as one generation, or switch nothing."""
+        job = self.job
         if not any(isinstance(c, Failed) for c in checks):
             checks = await self._verify(checks)
         failures = [c for c in checks if isinstance(c, Failed)]
@@ -174,19 +214,23 @@ class SetTransaction:
             self._registry.retire(mj)
         return results[0]
 
-    async def _all_unchanged(self, checks: list[Check], member_jobs: list[Job]) -> FetchResult:
+    async def _all_unchanged(self, checks: list[Check], member_jobs: list[Job], *,
+                             record: bool = True) -> FetchResult:
         """A moved OCI reference whose manifest holds the same bytes for every member: no new
-        generation, only the new manifest recorded for each."""
+        generation, only the new manifest recorded for each. Without ``record`` (a whole-set
+        check that found every member up to date) nothing is written."""
         await self.changes.restore()
         now = time.time()
         results = []
         for c in checks:
             assert isinstance(c, Unchanged)
-            rec = await self._store.mark_checked(c.name, c.version, now)
+            generation = self.generation_before
+            if record:
+                generation = (await self._store.mark_checked(c.name, c.version, now)).generation
             results.append(FetchResult(
                 status="unchanged", name=c.name, source=c.url, size=c.version.size,
                 sha256=c.version.sha256, final_url=c.final_url, set=self.job.set_id,
-                generation=rec.generation))
+                generation=generation))
         for mj, result in zip(member_jobs, results[1:], strict=True):
             mj.finish(result)
             self._registry.retire(mj)
@@ -195,6 +239,10 @@ class SetTransaction:
     def _member_job(self, rec: Record) -> Job:
         """A job for a member revalidated on behalf of another: requests for it join it."""
         assert rec.current is not None
+        made = self._given_jobs.get(rec.name)
+        if made is not None and made.url == rec.current.source and not made.done:
+            self._member_jobs.append(made)
+            return made
         job = self._registry.new(rec.name, rec.current.source, rec.set or rec.name)
         self._registry.start_unless_running(job)
         self._member_jobs.append(job)

@@ -29,8 +29,8 @@ from tftproxy._addr import parse_hostport, parse_listen
 from tftproxy.jobs.options import RefreshMode, VerifyMode
 from tftproxy.logs import SPECIAL_TARGETS, parse_level
 
-__all__ = ["FOREMAN_RELEASE", "MODULES", "TLS_VERSIONS", "FeatureMode", "RefreshMode",
-           "Settings", "is_version"]
+__all__ = ["FOREMAN_RELEASE", "MODULES", "TLS_VERSIONS", "FeatureMode", "PrefetchEntry",
+           "RefreshMode", "Settings", "is_version"]
 
 # The Foreman release whose proxy client tftproxy was checked against: reported as the
 # smart-proxy version when neither a setting nor an installed smart-proxy says otherwise.
@@ -408,7 +408,55 @@ class _ServiceSettings(BaseModel):
 
 
 # Fields are listed in the reverse of this order (pydantic collects them base class first).
-class Settings(_ServiceSettings, _TftpSettings, _FetchSettings, _ApiSettings):
+class PrefetchEntry(BaseModel):
+    """A boot set to fetch at start and keep current: a prefix and its members' URLs, as
+    Foreman sends them to fetch_boot_file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(min_length=1, description="The prefix, e.g. boot/centos-stream-9.")
+    urls: list[str] = Field(min_length=1, description="The members' URLs (http, https, oci).")
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://", "oci://", "oci+http://")):
+                raise ValueError(f"{url!r} is not an http://, https:// or oci:// URL")
+        return value
+
+
+class _SyncSettings(BaseModel):
+    """Background revalidation (sync) and prefetch; times in seconds."""
+
+    sync_interval: float = Field(4 * 3600.0, ge=0, description="Between background "
+                                 "revalidations of each boot set in `serve`; 0: none.")
+    sync_jitter: float = Field(0.1, ge=0, le=0.5, description="Each revalidation delay is "
+                               "stretched or shrunk at random by up to this fraction.")
+    sync_concurrency: int = Field(4, ge=1, le=64, description="Boot sets revalidated at once.")
+    sync_host_concurrency: int = Field(2, ge=1, le=64, description="Boot sets revalidated at "
+                                       "once from one upstream host.")
+    sync_retry: float = Field(300.0, gt=0, description="Delay after a failed revalidation; "
+                              "doubles with each further failure.")
+    sync_backoff_max: float = Field(86400.0, gt=0, description="The longest such delay.")
+    sync_idle_after: float = Field(7 * 86400.0, ge=0, description="A set no fetch_boot_file "
+                                   "asked for in this long is idle; 0: never.")
+    sync_idle_interval: float = Field(86400.0, ge=0, description="Between revalidations of an "
+                                      "idle set; 0: idle sets are not revalidated.")
+    prefetch: list[PrefetchEntry] = Field(default_factory=list, description="Boot sets `serve` "
+                                          "fetches at start and keeps current: {prefix, urls}.")
+
+    @model_validator(mode="after")
+    def _check_sync(self) -> Self:
+        if self.sync_backoff_max < self.sync_retry:
+            raise ValueError("sync_backoff_max is shorter than sync_retry")
+        if 0 < self.sync_idle_interval < self.sync_interval:
+            raise ValueError("sync_idle_interval is shorter than sync_interval: idle sets would "
+                             "be revalidated more often than sets in use")
+        return self
+
+
+class Settings(_ServiceSettings, _SyncSettings, _TftpSettings, _FetchSettings, _ApiSettings):
     """Every tftproxy setting, with smart-proxy's names where they exist."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -10,7 +10,8 @@ at any instant is repaired on the next start. The parts, one idea each:
   :mod:`.links` the published symlinks; :mod:`.locks` locks shared between processes;
 * :mod:`.transactions` every change of what is published; :mod:`.recovery` crash repair;
 * :mod:`.serving` what readers (TFTP, HTTP boot) may open; :mod:`.pins` which generation a
-  client is on; :mod:`.gc` clean-up; :mod:`.configs` the PXE configs;
+  client is on; :mod:`.gc` clean-up; :mod:`.configs` the PXE configs; :mod:`.syncstate`
+  each set's revalidation schedule (advisory);
 * :mod:`.adoption` plain files smart-proxy downloaded, brought under management;
   :mod:`.setup` who may write the tree; :mod:`.usage` what it holds;
 * :mod:`.aio` the one door for code on an event loop: every call runs on the store's threads.
@@ -30,6 +31,7 @@ from tftproxy.store.objects import Objects, StagingFile
 from tftproxy.store.records import Generation, Record, RecordFiles, SetRecord, Version
 from tftproxy.store.recovery import Recovery, RecoveryReport
 from tftproxy.store.serving import ServedFile, ServedTree
+from tftproxy.store.syncstate import SyncStates
 from tftproxy.store.transactions import Transactions
 
 
@@ -54,6 +56,7 @@ class BootStore:
         self.configs = PxeConfigs(self.root, self.serving)
         self.adoption = Adoption(self.layout, self.names, self.records, self.links,
                                  self.objects, self.transactions)
+        self.sync_states = SyncStates(self.layout.sync_dir)
 
     def lock(self, name: str, *, create: bool = True) -> NameLock:
         """The lock of a name (or of ``set:<id>``), shared with every other process;

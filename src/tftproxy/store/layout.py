@@ -7,6 +7,7 @@
         meta/<key>.json                   one record per published name
         sets/<key>.json                   one record per boot set: its generations
         pins/<client>.json                which generation each client is on (advisory)
+        sync/<key>.json                   each boot set's revalidation schedule (advisory)
         locks/<key>.lock                  flocks shared with other processes
         gc.lock                           clean-up's lock
         quarantine/                       records recovery could not repair, set aside
@@ -62,6 +63,10 @@ class Layout:
         return self.private_dir / "pins"
 
     @property
+    def sync_dir(self) -> Path:
+        return self.private_dir / "sync"
+
+    @property
     def locks_dir(self) -> Path:
         return self.private_dir / "locks"
 
@@ -95,5 +100,6 @@ class Layout:
         self.objects_dir.mkdir(mode=0o755, exist_ok=True)
         self.private_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.private_dir, 0o700)
-        for d in (self.staging_dir, self.meta_dir, self.locks_dir, self.sets_dir, self.pins_dir):
+        for d in (self.staging_dir, self.meta_dir, self.locks_dir, self.sets_dir, self.pins_dir,
+                  self.sync_dir):
             d.mkdir(mode=0o700, exist_ok=True)

@@ -100,7 +100,8 @@ class Recovery:
                 lock.release()
         # Half-written records of dead writers (an older tftproxy named them <key>.<rand>.tmp);
         # a young one may be another live process's write in flight.
-        for directory in (self.layout.meta_dir, self.layout.sets_dir, self.layout.pins_dir):
+        for directory in (self.layout.meta_dir, self.layout.sets_dir, self.layout.pins_dir,
+                          self.layout.sync_dir):
             remove_temporaries(directory, any_name=True, older_than=TEMPORARY_AGE)
         return report
 
