@@ -78,14 +78,14 @@ def test_access_log_counts_the_bytes_sent(tmp_path: Path, store: BootStore) -> N
         status, _ = served.get("/httpboot/boot/kernel")
         assert status == 200
         _, features = served.get("/features")
-        served.get("/httpboot/missing")
+        _, missing = served.get("/httpboot/missing")
     finally:
         served.stop()
     lines = [ln for ln in log.read_text().splitlines() if "tftproxy.access" in ln]
     sent = {ln.split('"')[1].split()[1]: int(ln.split('"')[2].split()[1]) for ln in lines}
     assert sent["/httpboot/boot/kernel"] == len(data)  # sent with sendfile()
     assert sent["/features"] == len(features.encode())  # a JSON body
-    assert sent["/httpboot/missing"] == len("Not found: /httpboot/missing\n")
+    assert missing and sent["/httpboot/missing"] == len(missing.encode())  # an error body
 
 
 # An entry over the datagram limit goes to the journal in a sealed memfd.
@@ -161,8 +161,9 @@ def test_journal_entries_carry_priorities_and_fields(tmp_path: Path, store: Boot
     assert transfer["FILE"] == "boot/kernel" and transfer["BYTES"] == "20000"
     assert transfer["CLIENT"].startswith("127.0.0.1:") and transfer["OUTCOME"] == "complete"
     assert transfer["LOGGER"] == "tftproxy.tftp" and transfer["SYSLOG_FACILITY"] == "21"
-    failed = next(e for e in entries if "fetch of http://127.0.0.1:1/vmlinuz" in e["MESSAGE"])
-    assert failed["PRIORITY"] == "4" and failed["FILE"] == "boot/x-vmlinuz"
+    failed = next(e for e in entries
+                  if "Failed to fetch boot file: http://127.0.0.1:1/vmlinuz" in e["MESSAGE"])
+    assert failed["PRIORITY"] == "3" and failed["FILE"] == "boot/x-vmlinuz"
     access = next(e for e in entries if e.get("PATH") == "/tftp/fetch_boot_file")
     assert access["STATUS"] == "502" and int(access["BYTES"]) > 0
     # The workers' entries come from their own processes.
@@ -176,5 +177,6 @@ def test_syslog_reaches_the_system_logger(tmp_path: Path, store: BootStore) -> N
     transfer = next(e for e in entries if "'boot/kernel' octet" in e["MESSAGE"])
     assert transfer["_TRANSPORT"] == "syslog"
     assert transfer["PRIORITY"] == "6" and transfer["SYSLOG_FACILITY"] == "21"  # LOCAL5
-    failed = next(e for e in entries if "fetch of http://127.0.0.1:1/vmlinuz" in e["MESSAGE"])
-    assert failed["PRIORITY"] == "4"
+    failed = next(e for e in entries
+                  if "Failed to fetch boot file: http://127.0.0.1:1/vmlinuz" in e["MESSAGE"])
+    assert failed["PRIORITY"] == "3"
