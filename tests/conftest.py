@@ -66,6 +66,9 @@ def make_settings(root: Path) -> Callable[..., Settings]:
         values: dict[str, Any] = {
             "tftproot": root, "stall_timeout": 2.0, "tftp_connect_timeout": 2.0,
             "retries": 0, "retry_backoff": 0.05, "fetch_wait": 20.0, "min_free_space": 0,
+            # Each request's own upstream check is what most tests look at; the window that
+            # lets a just-finished check answer later requests has tests of its own.
+            "fresh_for": 0.0,
         }
         values.update(overrides)
         return Settings(**values)

@@ -75,6 +75,7 @@ def fetch_options(settings: Settings) -> FetchOptions:
 def job_options(settings: Settings) -> JobOptions:
     return JobOptions(refresh_mode=settings.refresh_mode, min_free_space=settings.min_free_space,
                       verify=settings.verify, job_retention=settings.job_retention,
+                      fresh_for=settings.fresh_for,
                       max_unpacked_size=settings.max_unpacked_size,
                       preflight=settings.tftp_http_download_preflight)
 

@@ -119,7 +119,9 @@ def serve(tmp_path: Path, pki: Pki) -> Iterator[Callable[..., Served]]:
                   "ssl_certificate": str(pki.server.cert),
                   "ssl_private_key": str(pki.server.key), "ssl_ca_file": str(pki.ca.cert),
                   "min_free_space": 0, "retries": 0, "stall_timeout": 5,
-                  "tftp_connect_timeout": 2, **settings}
+                  "tftp_connect_timeout": 2,
+                  # Each call's own upstream check (tests/jobs/test_fresh_for.py: the window).
+                  "fresh_for": 0, **settings}
         config = base / "tftproxy.yml"
         config.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
         log = base / "serve.log"

@@ -39,6 +39,8 @@ class Serve:
         self.settings: dict[str, Any] = {
             "tftproot": str(root), "listen": f"127.0.0.1:{self.api_port}",
             "min_free_space": 0, "retries": 0, "stall_timeout": 5, "gc_interval": 0,
+            # Each request's own upstream check (tests/jobs/test_fresh_for.py: the window).
+            "fresh_for": 0,
             **({"tftp_listen": [f"127.0.0.1:{self.tftp_port}"]} if tftp else {}),
             **(settings or {}),
         }

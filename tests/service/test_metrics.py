@@ -134,8 +134,8 @@ def test_promtool_accepts_the_exposition(served: Serve, tmp_path: Path) -> None:
 
 
 def test_health_and_readiness(served: Serve) -> None:
-    assert served.get("/health") == (200, "ok\n")
-    assert served.get("/ready") == (200, "ready\n")
+    assert served.get("/health") == (200, "ok")
+    assert served.get("/ready") == (200, "ready")
     # A worker killed: not ready until the supervisor has started another.
     [first, *_] = _worker_pids(served.proc.pid)
     os.kill(first, signal.SIGKILL)

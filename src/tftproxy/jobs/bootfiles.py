@@ -52,7 +52,7 @@ class BootFiles:
         self.fetcher = fetcher
         self.options = options
         self.observer = observer
-        self.registry = JobRegistry(options.job_retention)
+        self.registry = JobRegistry(options.job_retention, options.fresh_for)
         self._locks = LockCache(store)
         self._checker = Checker(store, fetcher, options)
         self._tasks: dict[asyncio.Task[None], Job] = {}
@@ -65,6 +65,7 @@ class BootFiles:
         """New options for the jobs started from now on (a reload)."""
         self.options = options
         self.registry.retention = options.job_retention
+        self.registry.fresh_for = options.fresh_for
         self._checker.options = options
 
     async def drain(self, timeout: float) -> list[Job]:  # noqa: ASYNC109 - a grace, not a limit

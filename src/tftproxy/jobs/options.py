@@ -23,6 +23,9 @@ class JobOptions:
     min_free_space: int = 64 * 1024**2
     verify: VerifyMode = "auto"
     job_retention: float = 600.0
+    # Foreman sends the same kernel and initrd for many hosts at once (Build PXE Default):
+    # within this window a finished check answers them, so the mirror sees one per file.
+    fresh_for: float = 0.0  # the setting says 1; code that builds its own options opts in
     max_unpacked_size: int = 8 * 1024**3  # what one archive may unpack (tgz: scanned too)
     preflight: bool = True  # HEAD an archive's source before its first download
 

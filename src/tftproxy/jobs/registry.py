@@ -1,8 +1,10 @@
 """The job registry: one running job per published name, every caller joined to it.
 
 Every request for the same name and URL while a job runs joins it and receives its result
-(smart-proxy silently dropped such requests); finished jobs stay visible at their status URL
-for ``job_retention`` seconds.
+(smart-proxy silently dropped such requests), and so does one that comes within ``fresh_for``
+seconds after the job succeeded: Foreman's Build PXE Default asks for every host group's
+kernel and initrd at once, and a check that just ended is as good as a new one. Finished jobs
+stay visible at their status URL for ``job_retention`` seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from tftproxy.jobs.results import FetchResult, failed, iso_time
 
 ProgressFn = Callable[[int, int | None], None]
+# Outcomes that say what upstream holds now; "ignored" (nfs) and failures say nothing.
+FRESH = frozenset({"published", "unchanged"})
 
 
 @dataclass
@@ -87,10 +91,12 @@ class Job:
 class JobRegistry:
     """Jobs by id (while retained) and the running one of each name."""
 
-    def __init__(self, retention: float) -> None:
+    def __init__(self, retention: float, fresh_for: float = 0.0) -> None:
         self.retention = retention
+        self.fresh_for = fresh_for
         self._by_id: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
+        self._fresh: dict[str, Job] = {}  # the last job of each name that succeeded
 
     def get(self, job_id: str) -> Job | None:
         return self._by_id.get(job_id)
@@ -106,9 +112,14 @@ class JobRegistry:
         return job if job is not None and not job.done else None
 
     def joinable(self, name: str, url: str) -> Job | None:
-        """The running job a request for ``name`` from ``url`` joins, if any."""
-        job = self.running(name)
-        return job if job is not None and job.url == url else None
+        """The job a request for ``name`` from ``url`` joins, if any: the running one, or
+        one that succeeded less than ``fresh_for`` seconds ago."""
+        job = self.running(name) or self._fresh.get(name)
+        if job is None or job.url != url:
+            return None
+        if job.finished is not None and time.time() - job.finished >= self.fresh_for:
+            return None
+        return job
 
     def start(self, job: Job) -> None:
         """``job`` is now the running job of its name."""
@@ -124,7 +135,19 @@ class JobRegistry:
         """The job has ended: it stays visible by id for the retention time."""
         if self._running.get(job.name) is job:
             del self._running[job.name]
-        asyncio.get_running_loop().call_later(self.retention, self._by_id.pop, job.id, None)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.retention, self._by_id.pop, job.id, None)
+        if self.fresh_for > 0 and job.result is not None and job.result.status in FRESH:
+            job.listeners.clear()  # nothing more to report: no progress of a finished job
+            self._fresh[job.name] = job
+            loop.call_later(self.fresh_for, self._expire, job)
+        elif self._fresh.get(job.name) is not None:
+            # A failure or another URL since: the earlier success answers nothing more.
+            del self._fresh[job.name]
+
+    def _expire(self, job: Job) -> None:
+        if self._fresh.get(job.name) is job:
+            del self._fresh[job.name]
 
     def active(self) -> list[Job]:
         """The jobs still running."""

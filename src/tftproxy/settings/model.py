@@ -298,6 +298,11 @@ class _FetchSettings(BaseModel):
         600.0, ge=0,
         description="How long a finished fetch job stays visible at its status URL (s).",
     )
+    fresh_for: float = Field(
+        1.0, ge=0, le=60,
+        description="How long a successful upstream check answers later requests for the "
+        "same file from the same URL (s); 0: every request checks upstream.",
+    )
 
     # --- boot sets, verification, clean-up ---
     verify: VerifyMode = Field(
