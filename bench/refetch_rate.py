@@ -2,10 +2,14 @@
 
 smart-proxy answers every fetch_boot_file by running
 `curl --fail --remote-time --time-cond DST --output DST URL`; tftproxy answers it with one
-conditional request on a kept-alive connection. Both are checked against the same nginx,
-in the same run, at the same client concurrency; wrk (Debian) drives the API.
+conditional request on a kept-alive connection, or, within ``fresh_for`` seconds of the
+last successful check of the same file (1 s by default), with that check's result. Both are
+run against the same nginx, in the same run, at the same client concurrency, with
+``fresh_for`` 1 (the default) and 0 (every request checked upstream); wrk (Debian) drives the
+API. The upstream requests each side caused are counted from nginx's log.
 
     .venv/bin/python -m bench.refetch_rate [--requests 1000] [--files 100] [--concurrency 1 8]
+        [--fresh-for 1 0]
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ request = function()
     "prefix=" .. u[1] .. "&path=" .. u[2])
 end
 response = function(status, headers, body)
-  if status ~= 200 or not string.find(body, '"status": "unchanged"', 1, true) then
+  -- "published" is the warm-up's own answer, reused within fresh_for of it
+  if status ~= 200 or not (string.find(body, '"status": "unchanged"', 1, true)
+                           or string.find(body, '"status": "published"', 1, true)) then
     bad = bad + 1
   end
 end
@@ -55,8 +61,10 @@ end
 """
 
 
-def _ours(work: Path, base: str, urls: list[str], total: int, concurrency: int) -> float:
-    """Seconds for ``total`` requests at the rate wrk measured (wrk runs for a duration).
+def _ours(work: Path, base: str, urls: list[str], total: int,
+          concurrency: int) -> tuple[float, int]:
+    """Seconds for ``total`` requests at the rate wrk measured (wrk runs for a duration), and
+    how many requests wrk made in all.
 
     wrk, a C load generator, drives the API so that the client's own CPU does not count
     against the server on this 2-core machine; every answer is checked to be "unchanged".
@@ -74,7 +82,7 @@ def _ours(work: Path, base: str, urls: list[str], total: int, concurrency: int) 
         raise SystemExit(f"wrk: {requests} requests, {bad} not an 'unchanged' 200:\n{out}")
     rate = float(next(line.split()[1] for line in out.splitlines()
                       if line.startswith("Requests/sec:")))
-    return total / rate
+    return total / rate, requests
 
 
 def _curl(dst_dir: Path, urls: list[str], total: int, concurrency: int) -> float:
@@ -96,6 +104,8 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fresh-for", type=float, nargs="+", default=[1.0, 0.0],
+                    help="the fresh_for settings to run tftproxy with (s)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tftproxy-bench-"))
     nginx = Nginx(work / "nginx")
@@ -106,29 +116,41 @@ def main() -> int:
             urls.append(nginx.url(f"f{i}/vmlinuz"))
         curl_dir = work / "curl"
         curl_dir.mkdir()
-        with tftproxy_serve(work / "root") as server:
-            base = server.url
-            # Warm both: every file published once, so every later request is up to date.
-            asyncio.run(_publish_all(base, urls))
-            _curl(curl_dir, urls, len(urls), 4)
-            for conc in args.concurrency:
-                ours, curls = [], []
-                for _ in range(args.rounds):  # alternating, so noise hits both alike
-                    ours.append(_ours(work, base, urls, args.requests, conc))
-                    curls.append(_curl(curl_dir, urls, args.requests, conc))
-                t_ours, t_curl = statistics.median(ours), statistics.median(curls)
-                print(f"{args.requests} up-to-date refetches of {args.files} files, "
-                      f"concurrency {conc}, median of {args.rounds} alternating rounds:")
-                print(f"  tftproxy API : {t_ours:6.2f} s  {args.requests / t_ours:8.0f} req/s")
-                print(f"  curl -z each : {t_curl:6.2f} s  {args.requests / t_curl:8.0f} req/s")
-                print(f"  throughput ratio tftproxy/curl: {t_curl / t_ours:.1f}x "
-                      f"(target >= 10x)")
-        codes = [s for _, s, _ in nginx.log_lines("/f0/vmlinuz")]
-        print(f"  nginx saw for one file: {codes.count(200)} x 200, {codes.count(304)} x 304")
+        _curl(curl_dir, urls, len(urls), 4)
+        for fresh in args.fresh_for:
+            env = {"TFTPROXY_FRESH_FOR": str(fresh)}
+            with tftproxy_serve(work / "root", env) as server:
+                base = server.url
+                # Every file published once, so every later request is up to date.
+                asyncio.run(_publish_all(base, urls))
+                for conc in args.concurrency:
+                    ours, curls, per_request = [], [], []
+                    for _ in range(args.rounds):  # alternating, so noise hits both alike
+                        before = _upstream_requests(nginx, urls)
+                        seconds, made = _ours(work, base, urls, args.requests, conc)
+                        ours.append(seconds)
+                        per_request.append((_upstream_requests(nginx, urls) - before) / made)
+                        curls.append(_curl(curl_dir, urls, args.requests, conc))
+                    t_ours, t_curl = statistics.median(ours), statistics.median(curls)
+                    print(f"fresh_for {fresh:g}: {args.requests} up-to-date refetches of "
+                          f"{args.files} files, concurrency {conc}, median of {args.rounds} "
+                          f"alternating rounds:")
+                    print(f"  tftproxy API : {t_ours:6.2f} s  {args.requests / t_ours:8.0f} "
+                          f"req/s  upstream requests per API request: "
+                          f"{statistics.median(per_request):.3f}")
+                    print(f"  curl -z each : {t_curl:6.2f} s  {args.requests / t_curl:8.0f} "
+                          f"req/s  (one upstream request each)")
+                    print(f"  throughput ratio tftproxy/curl: {t_curl / t_ours:.1f}x "
+                          f"(target >= 10x)")
     finally:
         nginx.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _upstream_requests(nginx: Nginx, urls: list[str]) -> int:
+    prefix = len(nginx.url(""))
+    return sum(len(nginx.log_lines("/" + u[prefix:])) for u in urls)
 
 
 async def _publish_all(base: str, urls: list[str]) -> None:

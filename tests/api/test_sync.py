@@ -66,9 +66,9 @@ async def test_bad_input_and_failed_sets_are_named(api, upstream: Upstream,
     await publish(proxy, upstream, "a")
     status, _, body = await post_sync(proxy, prefix="boot/zz")
     assert (status, body) == (404, "TFTP: Failed to sync boot files: no boot set is published "
-                                   "under prefix 'boot/zz'\n")
+                                   "under prefix 'boot/zz'")
     status, _, body = await post_sync(proxy, prefix=" ")
-    assert (status, body) == (400, "TFTP: Failed to sync boot files: prefix is empty\n")
+    assert (status, body) == (400, "TFTP: Failed to sync boot files: prefix is empty")
     status, _, body = await post_sync(proxy, prefix="/etc/boot")
     assert status == 400 and "outside the TFTP root" in str(body)
     async with proxy.session.get(f"{proxy.base}/tftp/sync/0123456789abcdef") as resp:
