@@ -147,9 +147,10 @@ def test_a_state_directory_the_user_cannot_write_is_named_with_its_fix(
     done = tftproxy("serve", "--root", str(root), "--listen", "127.0.0.1:1", user=service_user)
     assert done.returncode == 1
     # After serve's start-up line: the refusal, naming its fix.
-    assert done.stderr.splitlines()[-1].startswith(f"tftproxy: user {service_user} cannot write {root}/.tftproxy "
-                                  f"(owned by root): run `sudo tftproxy setup --root {root} "
-                                  f"--user {service_user}` once")
+    refusal = done.stderr.splitlines()[-1]
+    assert refusal.startswith(f"tftproxy: user {service_user} cannot write {root}/.tftproxy "
+                              f"(owned by root): run `sudo tftproxy setup --root {root} "
+                              f"--user {service_user}` once")
 
 
 def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path, service_user: str) -> None:
