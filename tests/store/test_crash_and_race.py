@@ -37,7 +37,7 @@ def _reader(path: str, seconds: float, queue: multiprocessing.Queue) -> None:
 
 
 async def test_readers_only_ever_see_one_complete_version(nginx: Nginx, root: Path) -> None:
-    settings = Settings(tftproot=root, retries=0, min_free_space=0)
+    settings = Settings(tftproot=root, retries=0, min_free_space=0, fresh_for=0)
     files = assemble.boot_files(settings)
     name = root / "boot/race-vmlinuz"
     nginx.put("vmlinuz", V1)

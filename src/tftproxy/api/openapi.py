@@ -427,16 +427,16 @@ def openapi_document() -> dict[str, Any]:
             "delete": _delete("deleteConfigLegacy",
                               "Remove the host's syslinux config (legacy form)", [_MAC]),
         },
-        PATH: {"get": {
-            "operationId": "getOpenApi", "summary": "This document",
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
-        }},
     }
     # The other modules' parts build on this module's.
     from tftproxy.api.openapi_modules import MODULE_PATHS
     from tftproxy.api.openapi_sync import SYNC_PATHS
 
     paths.update(MODULE_PATHS)
+    paths[PATH] = {"get": {
+        "operationId": "getOpenApi", "summary": "This document",
+        "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
+    }}
     paths.update(SYNC_PATHS)
     return {
         "openapi": "3.0.3",
