@@ -144,7 +144,8 @@ class Metrics:
         Gauge(f"{PREFIX}_build_info", "tftproxy's version", ["version"],
               registry=r).labels(__version__).set(1)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when the service is ready to serve", registry=r)
-        self.fetches = Counter(f"{PREFIX}_fetches", "Fetch jobs ended (requests and revalidations), by outcome",
+        self.fetches = Counter(f"{PREFIX}_fetches",
+                               "Fetch jobs ended (requests and revalidations), by outcome",
                                ["outcome"], registry=r)
         for outcome in ("published", "unchanged", "ignored", "failed"):
             self.fetches.labels(outcome)
