@@ -27,16 +27,25 @@ class RateMeter:
         s = self._samples
         if s and done < s[-1][1]:
             s.clear()  # a retry starts the body again: its rate starts again too
-        if s and now - s[-1][0] < _INTERVAL and len(s) > 1:
-            s[-1] = (now, done)
+        if len(s) > 1 and now - s[-2][0] < _INTERVAL:
+            s[-1] = (now, done)  # the latest bytes, without a sample per callback
         else:
             s.append((now, done))
         while len(s) > 2 and now - s[1][0] > WINDOW:
             s.popleft()
 
-    def rate(self) -> float | None:
-        """Bytes per second, or None before two samples a moment apart."""
-        s = self._samples
+    def rate(self, now: float | None = None) -> float | None:
+        """Bytes per second, or None before two samples a moment apart.
+
+        A stalled body makes no callbacks: the time since the last one counts as time
+        without bytes, so the rate of a stalled download falls to zero instead of staying
+        at what it was."""
+        now = time.monotonic() if now is None else now
+        s = [(t, n) for t, n in self._samples if now - t <= WINDOW] or list(self._samples)[-1:]
+        if not s:
+            return None
+        if now - s[-1][0] > _INTERVAL:
+            s.append((now, s[-1][1]))
         if len(s) < 2 or s[-1][0] - s[0][0] < 0.2:
             return None
         return (s[-1][1] - s[0][1]) / (s[-1][0] - s[0][0])
