@@ -30,7 +30,8 @@ class ProgressBar:
             return
         bar = self._bar
         if bar is None:
-            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+            # "iB" with a 1024 divisor reads KiB, MiB: the units of every other line.
+            bar = tqdm(total=total, unit="iB", unit_scale=True, unit_divisor=1024,
                                    dynamic_ncols=True, file=self.stream, leave=False,
                                    desc=self.label or None, mininterval=0.1, miniters=1)
             self._bar = bar
