@@ -80,7 +80,7 @@ def test_the_manual_page_renders_without_warnings() -> None:
     for name, _, p in commands(build_parser()):
         assert f"tftproxy {name} [-h]" in " ".join(page.split()), name
         for flag in _own_flags(p)[0]:
-            assert flag.replace("-", "‐") in page or flag in page, (name, flag)
+            assert flag.replace("-", "\u2010") in page or flag in page, (name, flag)
 
 
 def test_bash_completes_commands_and_their_flags() -> None:

@@ -32,7 +32,8 @@ def _help(action: argparse.Action) -> str:
 
 def _flag(action: argparse.Action) -> str:
     if not action.option_strings:
-        return f"\\fI{_roff(action.metavar if isinstance(action.metavar, str) else action.dest)}\\fR"
+        name = action.metavar if isinstance(action.metavar, str) else action.dest
+        return f"\\fI{_roff(name)}\\fR"
     names = ", ".join(f"\\fB{_roff(o)}\\fR" for o in action.option_strings)
     if action.nargs == 0:
         return names

@@ -6,6 +6,7 @@ pipe or a file nothing but the result lines is written, so scripts read plain li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -14,6 +15,9 @@ from tqdm import tqdm
 from tftproxy import _human
 
 human = _human.size
+# What tqdm's line needs besides the name: " 56%|███| 4.25M/8.00M [00:01<00:01, 3.33MiB/s]".
+_STATS = 50
+_NARROW = "{percentage:3.0f}% {n_fmt}/{total_fmt} {rate_fmt} left {remaining}"
 
 
 class ProgressBar:
@@ -40,7 +44,23 @@ class ProgressBar:
             bar.refresh()
         if done < bar.n:  # a retry starts the body again
             bar.reset(total)
+        self._fit(bar)
         bar.update(done - bar.n)
+
+    def _fit(self, bar: tqdm[Any]) -> None:
+        """Keep rate and time left on the line: tqdm cuts what passes the terminal's edge,
+        so the name shrinks first, then the bar gives way to the numbers alone."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError):
+            return
+        room = columns - _STATS
+        label = self.label
+        if len(label) + 2 > room:
+            label = "" if room < 12 else "…" + label[-(room - 3):]
+        bar.set_description_str(label or None, refresh=False)
+        narrow = room < 8 and bar.total is not None
+        bar.bar_format = _NARROW if narrow else None
 
     def finish(self) -> None:
         """Take the bar off the line (the result line takes its place)."""
