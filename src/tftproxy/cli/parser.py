@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the HTTP API (and the TFTP server if configured)",
-                       description="Run the smart-proxy compatible HTTP API.")
+                       description="Run the smart-proxy compatible HTTP API (with the "
+                       "status page at / for browsers, HTTP boot, /metrics) and, with "
+                       "--tftp-listen or the tftp_listen setting, the TFTP server.")
     _add_common(p)
     p.add_argument("--listen", metavar="HOST:PORT",
                    help="address of the HTTP API (default 127.0.0.1:8000)")
