@@ -100,6 +100,7 @@ Try it:
        -H 'Accept: json' http://{api}/tftp/fetch_boot_file
   .venv/bin/tftproxy status --root {root}
   ls -l {root}/boot
+  the status page: http://{api}/ in a browser
 Ctrl-C stops the demo.
 """, flush=True)
     try:

@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "_paths": set(),
     "_fs": set(),
     "_limits": set(),
+    "_human": set(),
     "pxe": {"errors"},
     "logs": set(),
     "_notify": set(),
@@ -32,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "fetch": {"errors", "_paths", "__init__"},
     "jobs": {"errors", "fetch", "logs", "store"},
     "tftp": {"errors", "_addr", "_limits", "logs", "store.layout", "store.serving"},
-    "api": {"errors", "_addr", "_limits", "__init__", "jobs", "logs", "pxe", "settings",
+    "api": {"errors", "_addr", "_limits", "_human", "__init__", "jobs", "logs", "pxe", "settings",
             "store.aio", "store.serving"},
 }
 EDGES = {"cli", "service", "assemble", "metrics", "__main__", "__init__"}

@@ -60,7 +60,7 @@ RELOADABLE = frozenset({
     "gc_interval",
     "refresh_hold", "tftp_timeout", "tftp_retries", "tftp_max_blksize", "tftp_max_windowsize",
     "tftp_max_transfers", "drain_timeout", "min_rate", "rate_window", "tftp_max_per_client",
-    "tftp_first_retries", "tftp_http_download_preflight", "max_unpacked_size",
+    "tftp_first_retries", "tftp_http_download_preflight", "max_unpacked_size", "status_page",
 })
 
 Reload = Callable[[], Settings]
@@ -143,7 +143,8 @@ class Service:
         app = create_app(settings, files, files.store, log_buffer=self.log_buffer,
                          httpboot_tree=httpboot, limits=_connection_limits(settings),
                          health=self.health,
-                         metrics=metrics.render if metrics is not None else None)
+                         metrics=metrics.render if metrics is not None else None,
+                         tftp_transfers=self._tftp_transfers)
         runner = self.runner = web.AppRunner(app, handle_signals=False,
                                              access_log_class=AccessLogger,
                                              access_log=ACCESS_LOG,
@@ -198,6 +199,9 @@ class Service:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _tftp_transfers(self) -> list[dict[str, Any]]:
+        return self.tftp.recent() if self.tftp is not None else []
 
     def _tftp_problem(self) -> str | None:
         tftp = self.tftp

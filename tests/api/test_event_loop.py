@@ -3,8 +3,9 @@
 A slow disk must delay the request that needs it, never every other request. An audit hook
 (PEP 578) records the file-system events Python raises (open, listdir, scandir, rename,
 remove, mkdir, symlink, chmod...) on the event loop's thread while the API answers real
-requests over a socket: fetches (new, changed, up to date), status, prune, job status, PXE
-configs written, read and deleted, HTTP boot, the log buffer, registration, boot-set syncs.
+requests over a socket: fetches (new, changed, up to date), status, the status page, prune,
+job status, PXE configs written, read and deleted, HTTP boot, the log buffer, registration,
+boot-set syncs.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ async def test_the_api_does_no_file_work_on_its_event_loop(api, nginx: Nginx) ->
     with on_this_thread() as changed:
         assert (await proxy.fetch_boot_file("boot/c", url))[0] == 200  # a new generation
         assert await call("GET", "/tftp/status") == 200
+        # The status page: the report, the clean-up dry run and the template.
+        assert await call("GET", "/") == 200
+        assert await call("GET", "/status") == 200
         assert await call("POST", "/tftp/prune?age=1") == 200
         assert await call("GET", "/tftp/fetch_boot_file/0123456789abcdef") == 404
         assert await call("POST", f"/tftp/pxegrub2/{MAC}",

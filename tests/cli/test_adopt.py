@@ -42,7 +42,7 @@ def test_plain_files_are_listed_then_adopted_as_one_boot_set(root: Path) -> None
     assert [u["name"] for u in before["unmanaged"]] == [
         "boot/centos7-XyZ-vmlinuz", "boot/rocky-AbC-initrd.img", "boot/rocky-AbC-vmlinuz"]
     assert before["files"] == []
-    assert "unmanaged (a plain file" in tftproxy("status", "--root", str(root)).stdout
+    assert "unmanaged (a plain file" in tftproxy("status", "--root", str(root), "--long").stdout
 
     done = tftproxy("adopt", "--root", str(root), "boot/rocky-AbC-vmlinuz",
                     "boot/rocky-AbC-initrd.img")

@@ -13,9 +13,15 @@ from tests.helpers.nginx import Nginx
 
 
 def tftproxy(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TFTPROXY_MIN_FREE_SPACE": "0"}
+    # No serve of these tests listens on the discard port: status asks nobody else's.
+    env = {**os.environ, "TFTPROXY_MIN_FREE_SPACE": "0", "TFTPROXY_LISTEN": "127.0.0.1:9"}
     return subprocess.run([sys.executable, "-m", "tftproxy", *args], capture_output=True,
                           text=True, timeout=60, env=env)
+
+
+def lines(text: str) -> list[str]:
+    """Output lines with their alignment folded (one space between words)."""
+    return [" ".join(line.split()) for line in text.splitlines()]
 
 
 def test_fetch_status_and_gc(nginx: Nginx, root: Path) -> None:
@@ -25,10 +31,10 @@ def test_fetch_status_and_gc(nginx: Nginx, root: Path) -> None:
     sha = hashlib.sha256(data).hexdigest()
     done = tftproxy("fetch", "--root", str(root), "boot/cli", url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"published: boot/cli-vmlinuz {len(data)} bytes sha256 {sha}\n"
-    assert done.stderr == ""
+    assert done.stdout == f"published: boot/cli-vmlinuz 97.7 KiB (100000 bytes) sha256 {sha}\n"
+    assert done.stderr == ""  # a pipe: no progress bar
     done = tftproxy("fetch", "--root", str(root), "boot/cli", url)
-    assert done.stdout == f"unchanged: boot/cli-vmlinuz {len(data)} bytes sha256 {sha}\n"
+    assert done.stdout == f"unchanged: boot/cli-vmlinuz 97.7 KiB (100000 bytes) sha256 {sha}\n"
     done = tftproxy("fetch", "--root", str(root), "boot/cli", nginx.url("nope/vmlinuz"))
     assert done.returncode == 1
     assert done.stdout == ""
@@ -40,12 +46,15 @@ def test_fetch_status_and_gc(nginx: Nginx, root: Path) -> None:
     [entry] = status["files"]
     assert entry["current"]["sha256"] == sha and entry["current"]["source"] == url
     assert status["sets"][0]["set"] == "boot/cli"
-    text = tftproxy("status", "--root", str(root)).stdout
-    assert f"sha256:       {sha}" in text and f"source:       {url}" in text
+    text = lines(tftproxy("status", "--root", str(root), "--long").stdout)
+    assert f"sha256: {sha}" in text and f"source: {url}" in text
+    assert "size: 97.7 KiB (100000 bytes)" in text
 
     gc = tftproxy("gc", "--root", str(root), "--dry-run")
     assert gc.returncode == 0
-    assert gc.stdout.startswith("would free 0 bytes in 0 object(s)")
+    assert gc.stdout.startswith("would free 0 B in 0 object(s), would drop 0 old generation(s);"
+                                " kept 1 object(s), 97.7 KiB; disk ")
+    assert " free of " in gc.stdout and "bytes" not in gc.stdout
 
 
 def test_sync_names_each_set_and_its_outcome(nginx: Nginx, root: Path) -> None:
@@ -72,9 +81,9 @@ def test_sync_names_each_set_and_its_outcome(nginx: Nginx, root: Path) -> None:
     assert (outcome["set"], outcome["status"], outcome["generation"]) == ("boot/cli", "failed", 3)
     assert outcome["error"] == ("boot set boot/cli not switched: boot/cli-initrd.img: HTTP 404 "
                                 "Not Found; previous version kept")
-    text = tftproxy("status", "--root", str(root)).stdout
-    assert "failed (1 in a row): boot set boot/cli not switched" in text
-    assert "next check: " in text and "none scheduled" not in text
+    text = tftproxy("status", "--root", str(root), "--long").stdout
+    assert "failed (1x): boot set boot/cli not switched" in text
+    assert "; next check in " in text and "next check none" not in text
 
 
 def test_bad_input_and_settings_are_named(root: Path, tmp_path: Path) -> None:
@@ -116,12 +125,16 @@ def test_fetch_and_status_of_an_oci_source(tmp_path: Path, root: Path) -> None:
         done = tftproxy("fetch", "--root", str(root), "boot/oci", url)
         assert done.returncode == 0, done.stderr
         sha = hashlib.sha256(data).hexdigest()
-        assert done.stdout == f"published: boot/oci-vmlinuz {len(data)} bytes sha256 {sha}\n"
-        done = tftproxy("status", "--root", str(root))
-        assert f"  source:       {url}\n" in done.stdout
-        assert (f"  fetched from: oci+http://{registry.host}/fedora/netboot@{digest}#vmlinuz\n"
-                in done.stdout)
-        assert f"  manifest:     {digest}\n  layer:        sha256:{sha}\n" in done.stdout
+        assert done.stdout == (f"published: boot/oci-vmlinuz 48.8 KiB ({len(data)} bytes) "
+                               f"sha256 {sha}\n")
+        done = tftproxy("status", "--root", str(root), "--long")
+        text = lines(done.stdout)
+        assert f"source: {url}" in text
+        assert (f"fetched from: oci+http://{registry.host}/fedora/netboot@{digest}#vmlinuz"
+                in text)
+        manifest = text.index(f"manifest: {digest}")
+        assert text[manifest + 1] == f"layer: sha256:{sha}"
+        assert "verified: digest: sha256 is the layer's digest in manifest" in " ".join(text)
         done = tftproxy("fetch", "--root", str(root), "boot/oci",
                         registry.url("fedora/netboot:40-amd64"))
         assert done.returncode == 2

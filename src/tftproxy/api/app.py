@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tftproxy._addr import parse_listen
-from tftproxy.api import bootfiles, httpboot, logs, monitor, openapi, proxy, pxe, sync
+from tftproxy.api import bootfiles, httpboot, logs, monitor, openapi, page, proxy, pxe, sync
 from tftproxy.api.auth import Authorizer
 from tftproxy.api.connections import ConnectionGuard, ConnectionLimits
-from tftproxy.api.context import CONTEXT, ApiContext, Health, MetricsRenderer
+from tftproxy.api.context import CONTEXT, ApiContext, Health, MetricsRenderer, RecentTransfers
 from tftproxy.api.responses import not_allowed, plain_text_errors
 from tftproxy.jobs.bootfiles import BootFiles
 from tftproxy.settings.model import Settings
@@ -39,6 +39,7 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
+    *(Route("GET", path, page.status_page) for path in page.PATHS),
     Route("GET", "/features", proxy.features),
     Route("GET", "/version", proxy.version),
     Route("GET", "/v2/features", proxy.features_v2),
@@ -106,7 +107,8 @@ def create_app(settings: Settings, files: BootFiles, store: AsyncStore, *,
                httpboot_tree: ServedTree | None = None,
                limits: ConnectionLimits | None = None,
                health: Health | None = None,
-               metrics: MetricsRenderer | None = None) -> web.Application:
+               metrics: MetricsRenderer | None = None,
+               tftp_transfers: RecentTransfers | None = None) -> web.Application:
     """The API application; ``files`` runs the fetch jobs, ``store`` is the tree.
 
     ``log_buffer`` is what ``GET /logs/`` lists: the handler the process's logging feeds
@@ -114,7 +116,8 @@ def create_app(settings: Settings, files: BootFiles, store: AsyncStore, *,
     is not the TFTP root. A listener bound to port 0 reports its port with :func:`bound`.
     Listeners made with :class:`GuardedSite` and ``app[GUARD]`` apply ``limits`` to
     connections. ``health`` is what ``/ready`` reports (ready at once without one),
-    ``metrics`` renders ``/metrics``.
+    ``metrics`` renders ``/metrics``; ``tftp_transfers`` gives the status page the TFTP
+    workers' last transfers.
     """
     app = web.Application(client_max_size=MAX_BODY)
     buffer = log_buffer or logs.LogBuffer(settings.log_buffer, settings.log_buffer_errors)
@@ -122,7 +125,7 @@ def create_app(settings: Settings, files: BootFiles, store: AsyncStore, *,
         health = Health(recovered=True, listening=True)
     ctx = ApiContext(settings=settings, files=files, store=store, logs=buffer,
                      ports=_configured_ports(settings), httpboot_tree=httpboot_tree,
-                     health=health, metrics=metrics)
+                     health=health, metrics=metrics, tftp_transfers=tftp_transfers)
     app[CONTEXT] = ctx
     app[GUARD] = guard = ConnectionGuard(limits or connection_limits(settings))
     # Outermost first: the connection guard learns a header is complete, records are tagged

@@ -1,8 +1,10 @@
 """Who may use the API: smart-proxy's ``trusted_hosts`` and client-certificate rules.
 
 Protected are ``/tftp/*``, ``/logs/`` and ``/v2/features``; ``/features``, ``/version``, the
-OpenAPI document, ``/httpboot/*`` and ``/EFI/*`` stay open, as in smart-proxy. For a protected
-route:
+OpenAPI document, ``/httpboot/*`` and ``/EFI/*`` stay open, as in smart-proxy. The status page
+(``/``, ``/status``) follows the ``status_page`` setting: protected like ``/tftp/status``
+(``trusted``, the default: it shows what ``/tftp/status`` does), open, or absent (``off``).
+For a protected route:
 
 * over HTTPS a client certificate is required (403 ``No client SSL certificate supplied``); the
   TLS layer has already verified it against ``ssl_ca_file``;
@@ -32,7 +34,7 @@ from aiohttp.typedefs import Handler
 
 from tftproxy.api.responses import text_response
 from tftproxy.errors import Untrusted, printable
-from tftproxy.settings.model import Settings
+from tftproxy.settings.model import Settings, StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ def module_of(path: str) -> str | None:
         if _under(path, prefix):
             return module
     return None
+
+
+PAGE_PATHS = ("/", "/status")
 
 
 def is_protected(path: str) -> bool:
@@ -188,7 +193,13 @@ class Authorizer:
             scheme = "https" if peer_ssl(request) is not None else "http"
             if not self.settings.module_on(module, scheme):
                 raise web.HTTPNotFound(text=f"the {module} module is not enabled over {scheme}")
-        if is_protected(path):
+        protected = is_protected(path)
+        if path in PAGE_PATHS:
+            mode = self.settings.status_page
+            if mode is StatusPage.OFF:
+                raise web.HTTPNotFound(text="the status page is off (status_page: off)")
+            protected = mode is StatusPage.TRUSTED
+        if protected:
             try:
                 await self.check(request)
             except Untrusted as exc:

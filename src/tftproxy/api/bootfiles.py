@@ -127,4 +127,11 @@ async def status(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     report = await ctx.store.call(status_report)
     report["sync"] = ctx.files.sync.summary()
+    report["downloads"] = downloads(ctx)
     return web.json_response(report)
+
+
+def downloads(ctx: ApiContext) -> list[dict[str, Any]]:
+    """The fetches running in this process, oldest first, with their rate and time left."""
+    return [job.to_json() for job in sorted(ctx.files.registry.active(),
+                                            key=lambda j: j.started)]

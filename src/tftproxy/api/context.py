@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 
 # The exposition text of /metrics and its content type; it does file work (off the loop).
 MetricsRenderer = Callable[[], tuple[bytes, str]]
+# The TFTP workers' last transfers, newest first (read from their shared memory).
+RecentTransfers = Callable[[], list[dict[str, Any]]]
+# HTTP boot transfers kept for the status page, like each TFTP worker's ring.
+HTTP_TRANSFERS = 64
 
 
 @dataclass
@@ -57,6 +62,11 @@ class ApiContext:
     httpboot_tree: ServedTree | None = None
     health: Health = field(default_factory=Health)
     metrics: MetricsRenderer | None = None
+    tftp_transfers: RecentTransfers | None = None
+    http_transfers: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=HTTP_TRANSFERS))
+    # What the status page computed last, and when: a clean-up dry run walks the tree.
+    page_cache: dict[str, Any] = field(default_factory=dict)
     archives: Archives = field(init=False)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,8 @@ import mimetypes
 import os
 import time
 import weakref
+from collections import deque
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -66,17 +68,28 @@ class _PinnedFileResponse(web.FileResponse):
     """A FileResponse over a descriptor the store opened; the descriptor is closed once the
     response is sent, or when the response is dropped unsent (a client that went away)."""
 
-    def __init__(self, served: ServedFile, content_type: str) -> None:
+    def __init__(self, served: ServedFile, content_type: str,
+                 recent: deque[dict[str, Any]]) -> None:
         super().__init__(f"/proc/self/fd/{served.fd}", headers={"Content-Type": content_type})
         fd = served.fd
         self._release = weakref.finalize(self, _close_fd, fd)
         self.sent_bytes = 0
+        self._name = served.name
+        self._recent = recent
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        started, outcome = time.monotonic(), "client-gone"
         try:
             writer = await super().prepare(request)
+            outcome = "complete"
         finally:
             self._release()
+            if request.method != "HEAD":
+                self._recent.appendleft({
+                    "protocol": "http", "end": time.time(),
+                    "seconds": time.monotonic() - started, "outcome": outcome,
+                    "bytes": (self.content_length or 0) if outcome == "complete" else 0,
+                    "client": request.remote or "", "name": self._name})
         # Reached only when the whole body went out (a broken send raises): the access log
         # reads it, since sendfile() bypasses aiohttp's own byte count.
         self.sent_bytes = self.content_length or 0
@@ -106,4 +119,4 @@ async def serve(request: web.Request) -> web.StreamResponse:
     except OSError as exc:  # this machine's trouble (descriptors, I/O), not the request's
         return text_response(503, f"Service Unavailable: {exc.strerror or exc}")
     content_type = mimetypes.guess_type(served.name)[0] or "application/octet-stream"
-    return _PinnedFileResponse(served, content_type)
+    return _PinnedFileResponse(served, content_type, ctx.http_transfers)

@@ -195,7 +195,10 @@ _FETCH_JOB = {
         "source": {"type": "string"},
         "state": {"type": "string"},
         "progress": {"type": "object", "properties": {
-            "bytes": {"type": "integer"}, "total": {"type": "integer", "nullable": True}}},
+            "bytes": {"type": "integer"}, "total": {"type": "integer", "nullable": True},
+            "rate": {"type": "integer", "nullable": True, "description": "bytes/s, last 10 s"},
+            "eta": {"type": "number", "nullable": True, "description": "seconds left"},
+            "percent": {"type": "number", "nullable": True}}},
         "started": {"type": "string"},
         "finished": {"type": "string"},
         "url": {"type": "string", "description": "This job's status route."},
@@ -386,22 +389,6 @@ def openapi_document() -> dict[str, Any]:
                 "404": _error("The tftp module is not enabled on this listener"),
             },
         }},
-        "/tftp/status": {"get": {
-            "operationId": "getStatus",
-            "summary": "Published boot files, boot sets and their generations",
-            "responses": {
-                "200": _json({"type": "object", "required": ["root", "files", "sets"],
-                              "properties": {"root": {"type": "string"},
-                                             "files": {"type": "array",
-                                                       "items": {"type": "object"}},
-                                             "sets": {"type": "array",
-                                                      "items": {"type": "object"}},
-                                             "sync": {"type": "object"}}},
-                             "Same as `tftproxy status --json`"),
-                "403": _DENIED,
-                "404": _error("The tftp module is not enabled on this listener"),
-            },
-        }},
         "/tftp/create_default": {"post": _create_default(
             "createDefaultLegacy", "Write the syslinux default menu (legacy form)", [])},
         "/tftp/{variant}/create_default": {"post": _create_default(
@@ -428,8 +415,9 @@ def openapi_document() -> dict[str, Any]:
                               "Remove the host's syslinux config (legacy form)", [_MAC]),
         },
     }
-    # The other modules' parts build on this module's.
+    # The other parts build on this module's.
     from tftproxy.api.openapi_modules import MODULE_PATHS
+    from tftproxy.api.openapi_status import STATUS_PATHS
     from tftproxy.api.openapi_sync import SYNC_PATHS
 
     paths.update(MODULE_PATHS)
@@ -437,6 +425,7 @@ def openapi_document() -> dict[str, Any]:
         "operationId": "getOpenApi", "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
     }}
+    paths.update(STATUS_PATHS)
     paths.update(SYNC_PATHS)
     return {
         "openapi": "3.0.3",

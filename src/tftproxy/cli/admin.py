@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from tftproxy.cli.commands import settings_from
+from tftproxy.cli.output import human
 from tftproxy.cli.owner import act_as_tree_owner
 from tftproxy.errors import InputError
 from tftproxy.store.layout import Layout
@@ -148,7 +149,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
         wanted = set(args.names)
         for u in unmanaged(store.layout):
             if not wanted or u.name in wanted:
-                print(f"would adopt {u.name} ({u.size} bytes)")
+                print(f"would adopt {u.name} ({human(u.size)})")
         return 0
 
     async def go() -> int:

@@ -12,9 +12,10 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
-from tftproxy.cli.output import ProgressBar
+from tftproxy.cli.output import ProgressBar, human
 from tftproxy.cli.owner import act_as_tree_owner, refuse_foreign_tree
 from tftproxy.errors import InputError, NotFound
 from tftproxy.settings.model import Settings
@@ -113,26 +114,44 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     act_as_tree_owner(Layout.at(settings.tftproot))
     bar = ProgressBar(sys.stderr)
     results_log.disabled = True  # the outcome is printed below, once
+    name: list[str] = []
 
     async def go() -> int:
         files = assemble.boot_files(settings)
         try:
             await files.recover()
             job = await files.request(args.prefix, args.url, progress=bar)
+            name.append(job.name)
+            bar.label = job.name
             result = await job.outcome()
         except InputError as exc:
+            bar.finish()
             print(f"failed: {exc}", file=sys.stderr)
             return 2
         finally:
             await files.close()
         bar.finish()
+        if result.status == "ignored":
+            # smart-proxy accepts nfs:// and fetches nothing: say so, not "None bytes".
+            print(f"ignored: {result.name} <- {args.url}: "
+                  f"{result.message or 'this scheme is accepted and not fetched'}")
+            return 0
         if result.ok:
-            print(f"{result.status}: {result.name} {result.size} bytes sha256 {result.sha256}")
+            size = "-" if result.size is None else f"{human(result.size)} ({result.size} bytes)"
+            print(f"{result.status}: {result.name} {size} sha256 {result.sha256 or '-'}")
             return 0
         print(f"failed: {result.name} <- {args.url}: {result.message}", file=sys.stderr)
         return 1
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except KeyboardInterrupt:
+        # The bar's line is cleared and the prompt comes back on a line of its own.
+        bar.finish()
+        what = name[0] if name else args.url
+        print(f"interrupted: {what}: nothing new published (the previous version, if any, "
+              "stays)", file=sys.stderr)
+        return 130
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -172,56 +191,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from tftproxy import assemble
+    from tftproxy.cli.remote import running_downloads
+    from tftproxy.cli.status import status_lines
     from tftproxy.jobs.status import status_report
 
     settings = settings_from(args)
     act_as_tree_owner(Layout.at(settings.tftproot))
     report = status_report(assemble.store(settings, create=False))
+    downloads = running_downloads(settings)
     if args.json:
+        report["downloads"] = downloads.jobs
+        if downloads.jobs is None:
+            report["downloads_unknown"] = downloads.problem
         json.dump(report, sys.stdout, indent=2)
         print()
         return 0
-    files = report["files"]
-    for u in report["unmanaged"]:
-        print(f"{u['name']}\n  state:        unmanaged (a plain file: `tftproxy adopt` "
-              f"brings it under management)\n  size:         {u['size']} bytes")
-    if not files and not report["unmanaged"]:
-        print(f"no boot files published under {settings.tftproot}")
-        return 0
-    for f in files:
-        print(f["name"])
-        print(f"  state:        {f['state']}")
-        cur = f.get("current")
-        if cur:
-            print(f"  source:       {cur['source'] or 'unknown (adopted)'}")
-            if cur["final_url"] and cur["final_url"] != cur["source"]:
-                print(f"  fetched from: {cur['final_url']}")
-            print(f"  size:         {cur['size']} bytes")
-            print(f"  sha256:       {cur['sha256']}")
-            if "manifest_digest" in cur:
-                print(f"  manifest:     {cur['manifest_digest']}")
-                print(f"  layer:        {cur['layer_digest']}")
-            else:
-                print(f"  etag:         {cur['etag'] or '-'}")
-                print(f"  last-modified:"
-                      f"{' ' + cur['last_modified'] if cur['last_modified'] else ' -'}")
-            print(f"  verified:     {cur['verified']}")
-            print(f"  fetched:      {f['fetched']}")
-        print(f"  checked:      {f['checked']}")
-        if f["set"] is not None:
-            print(f"  boot set:     {f['set']} generation {f['generation']}")
-    for s in report["sets"]:
-        kept = ", ".join(
-            f"{g['generation']}{' (current)' if g['current'] else ''}"
-            for g in s["generations"])
-        print(f"boot set {s['set']}: generation {s['current']} current; kept: {kept}")
-        sync = s["sync"]
-        if sync is not None:
-            outcome = sync["outcome"] or "not checked yet"
-            if sync["outcome"] == "failed":
-                outcome += f" ({sync['failures']} in a row): {sync['error']}"
-            print(f"  last checked: {sync['checked'] or '-'}, {outcome}; "
-                  f"next check: {sync['next_check'] or 'none scheduled'}")
+    print("\n".join(status_lines(report, downloads, time.time(), long=args.long)))
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import shtab
+
+    print(shtab.complete(parser, shell=args.shell))
     return 0
 
 
@@ -260,5 +252,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
             print(f"{'would drop' if args.dry_run else 'dropped'} generation {gen}")
         for busy in report.busy_sets:
             print(f"boot set {busy} is being fetched: left for the next clean-up")
-        print(report.summary())
+        free, drop = ("would free", "would drop") if args.dry_run else ("freed", "dropped")
+        print(f"{free} {human(report.freed_bytes)} in {len(report.deleted)} object(s), "
+              f"{drop} {len(report.dropped_generations)} old generation(s); kept "
+              f"{report.kept_objects} object(s), {human(report.kept_bytes)}; disk "
+              f"{human(report.disk_free)} free of {human(report.disk_total)}")
     return 0

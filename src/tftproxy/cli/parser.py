@@ -1,29 +1,49 @@
-"""The command line's grammar: ``tftproxy serve | tftpd | fetch | sync | status | gc | config``."""
+"""The command line's grammar: ``tftproxy serve | tftpd | fetch | sync | status | gc | config
+| setup | install-unit | adopt | completion``.
+
+The global flags (``-v``, ``--log-level``, ``--config``, ``--settings-dir``, ``--root``) are
+accepted before the command and after it: the main parser holds them with real defaults,
+each command's parser holds them too with suppressed defaults, so a flag given after the
+command wins and one given before it is not reset by the command's parser.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from tftproxy import __version__
 from tftproxy.cli import admin, commands
 from tftproxy.logs import parse_level
 
+GLOBAL_FLAGS = ("-v", "--verbose", "--log-level", "--config", "--settings-dir", "--root")
+
+
+def _add_globals(p: argparse.ArgumentParser, *, main: bool) -> None:
+    """The flags every command takes; ``main``: the top-level parser's copy."""
+    group = p.add_argument_group("global options (before or after the command)")
+    default: dict[str, Any] = {} if main else {"default": argparse.SUPPRESS}
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="log debug messages", **({"default": False} if main else default))
+    group.add_argument("--log-level", type=_level, metavar="LEVEL", **default,
+                       help="DEBUG, INFO, WARN, ERROR or FATAL (default: the log_level "
+                       "setting; one-shot commands log errors only)")
+    group.add_argument("--settings-dir", type=Path, metavar="DIR", **default,
+                       help="a smart-proxy settings directory (settings.yml, "
+                       "settings.d/tftp.yml), e.g. /etc/foreman-proxy")
+    group.add_argument("--config", type=Path, metavar="FILE", **default,
+                       help="tftproxy's YAML settings file (wins over --settings-dir)")
+    group.add_argument("--root", type=Path, metavar="DIR", **default,
+                       help="the TFTP root (smart-proxy's tftproot; default "
+                       "/var/lib/tftpboot)")
+
 
 def _add_common(p: argparse.ArgumentParser, *, user: bool = False) -> None:
-    p.add_argument("--settings-dir", type=Path, metavar="DIR",
-                   help="a smart-proxy settings directory (settings.yml, settings.d/tftp.yml), "
-                   "e.g. /etc/foreman-proxy")
-    p.add_argument("--config", type=Path, metavar="FILE",
-                   help="tftproxy's YAML settings file (wins over --settings-dir)")
-    p.add_argument("--root", type=Path, metavar="DIR",
-                   help="the TFTP root (smart-proxy's tftproot; default /var/lib/tftpboot)")
+    _add_globals(p, main=False)
     if user:
         p.add_argument("--user", default=admin.DEFAULT_USER,
                        help="the user the service runs as (default foreman-proxy)")
-    p.add_argument("--log-level", type=_level, metavar="LEVEL",
-                   help="DEBUG, INFO, WARN, ERROR or FATAL (default: the log_level setting; "
-                   "one-shot commands log errors only)")
 
 
 def _level(text: str) -> str:
@@ -40,11 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transactional boot files for PXE: a drop-in for smart-proxy's TFTP module.",
     )
     parser.add_argument("--version", action="version", version=f"tftproxy {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_globals(parser, main=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the HTTP API (and the TFTP server if configured)",
-                       description="Run the smart-proxy compatible HTTP API.")
+                       description="Run the smart-proxy compatible HTTP API (with the "
+                       "status page at / for browsers, HTTP boot, /metrics) and, with "
+                       "--tftp-listen or the tftp_listen setting, the TFTP server.")
     _add_common(p)
     p.add_argument("--listen", metavar="HOST:PORT",
                    help="address of the HTTP API (default 127.0.0.1:8000)")
@@ -90,11 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=commands.cmd_sync)
 
-    p = sub.add_parser("status", help="list published boot files and their sources",
-                       description="Every published boot file with its source URL, size, sha256, "
-                       "validators, and when it was fetched and last checked.")
+    p = sub.add_parser("status", help="published boot files, boot sets and downloads running",
+                       description="A table of the published boot files (state, size, "
+                       "verification, boot set and generation, when fetched and last "
+                       "checked), one of the boot sets (generations kept, pinned clients, "
+                       "revalidation), and the downloads the running `tftproxy serve` has in "
+                       "progress (asked from its API at the listen setting's address). "
+                       "--long: every detail per file (source, sha256, validators, how it "
+                       "was verified).")
     _add_common(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--long", action="store_true",
+                     help="every detail of each file instead of the table")
+    out.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=commands.cmd_status)
 
     p = sub.add_parser("gc", help="delete old generations and content nothing uses",
@@ -158,5 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=commands.cmd_config)
+
+    p = sub.add_parser("completion", help="print a shell completion script",
+                       description="Print the completion script for SHELL, generated from "
+                       "this parser: e.g. `tftproxy completion bash > "
+                       "/etc/bash_completion.d/tftproxy`, or `source <(tftproxy completion "
+                       "bash)` in ~/.bashrc.")
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"), metavar="SHELL",
+                   help="bash, zsh or tcsh")
+    p.set_defaults(func=lambda args: commands.cmd_completion(args, build_parser()))
 
     return parser

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tftproxy.jobs.progress import RateMeter
 from tftproxy.jobs.results import FetchResult, failed, iso_time
 
 ProgressFn = Callable[[int, int | None], None]
@@ -38,10 +39,12 @@ class Job:
     finished: float | None = None
     result: FetchResult | None = None
     listeners: list[ProgressFn] = field(default_factory=list)
+    meter: RateMeter = field(default_factory=RateMeter)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def progress(self, done: int, total: int | None) -> None:
         self.bytes_done, self.bytes_total = done, total
+        self.meter.add(done)
         for fn in self.listeners:
             fn(done, total)
 
@@ -78,7 +81,8 @@ class Job:
             "name": self.name,
             "source": self.url,
             "state": "running" if self.result is None else self.result.status,
-            "progress": {"bytes": self.bytes_done, "total": self.bytes_total},
+            "progress": {"bytes": self.bytes_done, "total": self.bytes_total,
+                         **self.meter.to_json(self.bytes_done, self.bytes_total)},
             "started": iso_time(self.started),
             "url": f"/tftp/fetch_boot_file/{self.id}",
         }

@@ -30,7 +30,7 @@ from tftproxy.jobs.options import RefreshMode, VerifyMode
 from tftproxy.logs import SPECIAL_TARGETS, parse_level
 
 __all__ = ["FOREMAN_RELEASE", "MODULES", "TLS_VERSIONS", "FeatureMode", "PrefetchEntry",
-           "RefreshMode", "Settings", "is_version"]
+           "RefreshMode", "Settings", "StatusPage", "is_version"]
 
 # The Foreman release whose proxy client tftproxy was checked against: reported as the
 # smart-proxy version when neither a setting nor an installed smart-proxy says otherwise.
@@ -51,6 +51,13 @@ class FeatureMode(StrEnum):
     OFF = "false"
     HTTP = "http"
     HTTPS = "https"
+
+
+class StatusPage(StrEnum):
+    # Who may read the status page at / and /status.
+    TRUSTED = "trusted"
+    OPEN = "open"
+    OFF = "off"
 
 
 TLS_VERSIONS = ("1.2", "1.3")
@@ -392,6 +399,12 @@ class _ServiceSettings(BaseModel):
         "INFO", description="smart-proxy's :log_level:: DEBUG, INFO, WARN, ERROR or FATAL."
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics on GET /metrics.")
+    status_page: StatusPage = Field(
+        StatusPage.TRUSTED,
+        description="The HTML status page at / and /status: trusted (the access rules of "
+        "/tftp/status: trusted_hosts, client certificates), open (anyone who reaches the "
+        "listener) or off (404).",
+    )
     drain_timeout: float = Field(
         20.0, ge=0,
         description="On SIGTERM, how long running TFTP transfers and fetches may finish "

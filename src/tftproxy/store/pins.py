@@ -24,8 +24,9 @@ from tftproxy._fs import replace_file_atomically
 
 
 def _client_file(directory: Path, client: str) -> Path:
-    safe = "".join(c if c.isalnum() else "_" for c in client)[:80]
-    return directory / f"{safe}.json"
+    # Dots and colons kept: the file's name is how the status page names the client.
+    safe = "".join(c if c.isalnum() or c in ".:" else "_" for c in client)[:80]
+    return directory / f"{safe.lstrip('.') or '_'}.json"
 
 
 class Pins:
@@ -70,6 +71,18 @@ class Pins:
         # Advisory: atomic but not durable, and a failed write only loses this pin.
         with contextlib.suppress(OSError):
             replace_file_atomically(path, json.dumps(data).encode(), durable=False)
+
+    def clients(self, now: float | None = None) -> dict[str, dict[int, list[str]]]:
+        """Who is pinned now: ``set -> generation -> clients`` (read only, for status)."""
+        now = time.time() if now is None else now
+        out: dict[str, dict[int, list[str]]] = {}
+        if not self.directory.is_dir():
+            return out
+        for path in sorted(self.directory.glob("*.json")):
+            for set_id, (generation, expires) in self._read(path).items():
+                if expires >= now:
+                    out.setdefault(set_id, {}).setdefault(int(generation), []).append(path.stem)
+        return out
 
     def active(self, now: float | None = None, *, prune: bool = True) -> dict[str, set[int]]:
         """Every set generation some client is pinned to now (what clean-up must keep);

@@ -26,6 +26,7 @@ from tftproxy.tftp.control import Wakeup
 from tftproxy.tftp.counters import Counters
 from tftproxy.tftp.packets import ErrorCode, build_error
 from tftproxy.tftp.protocol import Action, Close, Outcome, Send
+from tftproxy.tftp.recent import TransferRing
 from tftproxy.tftp.transfers import LOG_BUDGET, Transfer, format_peer
 from tftproxy.tftp.udp import Address, Listener
 
@@ -38,8 +39,9 @@ class TransferLoop:
     """The loop of one worker; subclasses answer what arrives on the listening sockets."""
 
     def __init__(self, sockets: Sequence[socket.socket], counters: Counters | None = None,
-                 control_fd: int | None = None) -> None:
+                 control_fd: int | None = None, recent: TransferRing | None = None) -> None:
         self.counters = counters or Counters.local()
+        self.recent = recent or TransferRing.local()
         self._listeners = {s.fileno(): Listener(s) for s in sockets}
         self._transfers: dict[int, Transfer] = {}
         self._epoll = select.epoll()
@@ -252,4 +254,6 @@ class TransferLoop:
         final = m.outcome or outcome
         t.count(self.counters, final, self._timed())
         self.counters.set("active", len(self._transfers))
+        self.recent.add(format_peer(t.client), t.name, m.bytes_acknowledged,
+                        time.monotonic() - t.started, final.value)
         t.log_end(final)

@@ -30,6 +30,7 @@ from tftproxy.tftp.counters import Counters
 from tftproxy.tftp.loop import TransferLoop
 from tftproxy.tftp.packets import ErrorCode, Request, build_error, parse_request
 from tftproxy.tftp.protocol import Outcome, Policy
+from tftproxy.tftp.recent import TransferRing
 from tftproxy.tftp.slots import Slots
 from tftproxy.tftp.transfers import (
     LOG_BUDGET,
@@ -159,8 +160,8 @@ class TftpServer(TransferLoop):
 
     def __init__(self, backend: Backend, sockets: Sequence[socket.socket],
                  config: ServerConfig | None = None, counters: Counters | None = None,
-                 control_fd: int | None = None) -> None:
-        super().__init__(sockets, counters, control_fd)
+                 control_fd: int | None = None, recent: TransferRing | None = None) -> None:
+        super().__init__(sockets, counters, control_fd, recent)
         self.backend = backend
         self._by_client: dict[Address, Transfer | Hold] = {}
         self._slots = Slots(ServerConfig().max_per_client)

@@ -30,6 +30,7 @@ from tftproxy._limits import raise_fd_limit
 from tftproxy.store.layout import Layout
 from tftproxy.store.serving import ServedTree
 from tftproxy.tftp.counters import COUNTER_NAMES, Counters, read_counters
+from tftproxy.tftp.recent import TransferRing, read_recent
 from tftproxy.tftp.server import ServerConfig, TftpServer
 from tftproxy.tftp.udp import bind_listener, listen_address
 
@@ -54,8 +55,11 @@ def _worker_main(spec_text: str) -> int:
     os.close(spec["counters_fd"])
     counters = Counters(counters_map, spec["slot"])
     counters.reset_gauges()
+    recent_map = mmap.mmap(spec["recent_fd"], 0)
+    os.close(spec["recent_fd"])
     tree = ServedTree(Layout.at(spec["root"]), float(spec["pin_window"]))
-    server = TftpServer(tree, sockets, config, counters, control_fd=spec["control_fd"])
+    server = TftpServer(tree, sockets, config, counters, control_fd=spec["control_fd"],
+                        recent=TransferRing(recent_map, spec["slot"]))
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.serve_forever()
@@ -91,6 +95,8 @@ class TftpHandle:
         self._restarts: list[float] = []
         self._counters: mmap.mmap | None = None
         self._counters_fd = -1
+        self._recent: mmap.mmap | None = None
+        self._recent_fd = -1
         self._supervisor: threading.Thread | None = None
         self.final_counters: dict[str, int] | None = None
         try:
@@ -109,6 +115,9 @@ class TftpHandle:
             self._counters_fd = os.memfd_create("tftproxy-counters", os.MFD_CLOEXEC)
             os.ftruncate(self._counters_fd, Counters.SLOT_BYTES * workers)
             self._counters = mmap.mmap(self._counters_fd, 0)
+            self._recent_fd = os.memfd_create("tftproxy-recent", os.MFD_CLOEXEC)
+            os.ftruncate(self._recent_fd, TransferRing.SLOT_BYTES * workers)
+            self._recent = mmap.mmap(self._recent_fd, 0)
             for i in range(1 if local_worker else 0, workers):
                 self._spawn(i)
         except BaseException:
@@ -126,6 +135,7 @@ class TftpHandle:
             "pin_window": self.tree.pin_window,
             "listen_fds": listen_fds,
             "counters_fd": self._counters_fd,
+            "recent_fd": self._recent_fd,
             "slot": i,
             "control_fd": control_r,
             "config": self.config.to_json(),
@@ -136,7 +146,7 @@ class TftpHandle:
                 [sys.executable, "-c",
                  "import sys; from tftproxy.tftp.workers import _worker_main; "
                  "sys.exit(_worker_main(sys.argv[1]))", json.dumps(spec)],
-                pass_fds=[*listen_fds, self._counters_fd, control_r],
+                pass_fds=[*listen_fds, self._counters_fd, self._recent_fd, control_r],
                 stdin=subprocess.DEVNULL,
             )
         except BaseException:
@@ -172,10 +182,10 @@ class TftpHandle:
 
     def local_server(self) -> TftpServer:
         """Worker 0, for the calling thread to run (with ``local_worker=True``)."""
-        if not self.local_worker or self._counters is None:
+        if not self.local_worker or self._counters is None or self._recent is None:
             raise RuntimeError("this handle has no local worker")
         return TftpServer(self.tree, self._sockets[0], self.config,
-                          Counters(self._counters, 0))
+                          Counters(self._counters, 0), recent=TransferRing(self._recent, 0))
 
     @property
     def pids(self) -> list[int]:
@@ -230,6 +240,12 @@ class TftpHandle:
             return read_counters(self._counters, self.workers)
         return self.final_counters or dict.fromkeys(COUNTER_NAMES, 0)
 
+    def recent(self) -> list[dict[str, object]]:
+        """The last transfers of every worker, newest first (empty once closed)."""
+        if self._recent is None:
+            return []
+        return read_recent(self._recent, self.workers)
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the workers (transfers in progress end) and release the addresses."""
         self._closing.set()
@@ -262,6 +278,12 @@ class TftpHandle:
         if self._counters_fd >= 0:
             os.close(self._counters_fd)
             self._counters_fd = -1
+        if self._recent is not None:
+            self._recent.close()
+            self._recent = None
+        if self._recent_fd >= 0:
+            os.close(self._recent_fd)
+            self._recent_fd = -1
 
     def __enter__(self) -> TftpHandle:
         return self
