@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     "_notify": set(),
     "settings": {"errors", "_addr", "jobs.options", "logs"},
-    "store": {"errors", "_fs", "_paths", "pxe"},
+    "store": {"errors", "_fs", "_paths", "_human", "pxe"},
     "fetch": {"errors", "_paths", "__init__"},
     "jobs": {"errors", "fetch", "logs", "store"},
     "tftp": {"errors", "_addr", "_limits", "logs", "store.layout", "store.serving"},

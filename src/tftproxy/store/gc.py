@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import tftproxy._human as human
 from tftproxy.store import STATE_DIRNAME, BootStore
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,10 @@ class GcReport:
 
     def summary(self) -> str:
         free, drop = ("would free", "would drop") if self.dry_run else ("freed", "dropped")
-        return (f"{free} {self.freed_bytes} bytes in {len(self.deleted)} object(s), "
+        return (f"{free} {human.size(self.freed_bytes)} in {len(self.deleted)} object(s), "
                 f"{drop} {len(self.dropped_generations)} old generation(s); kept "
-                f"{self.kept_objects} object(s), {self.kept_bytes} bytes; disk "
-                f"{self.disk_free} of {self.disk_total} bytes free")
+                f"{self.kept_objects} object(s), {human.size(self.kept_bytes)}; disk "
+                f"{human.size(self.disk_free)} of {human.size(self.disk_total)} free")
 
 
 def _linked_from_tree(store: BootStore) -> set[str]:
@@ -152,5 +153,7 @@ def collect(store: BootStore, grace: float, *, dry_run: bool = False,
     vfs = os.statvfs(store.root)
     report.disk_total = vfs.f_blocks * vfs.f_frsize
     report.disk_free = vfs.f_bavail * vfs.f_frsize
-    log.info("clean-up%s: %s", " (dry run)" if dry_run else "", report.summary())
+    # A dry run changes nothing: the status page asks for one every minute.
+    log.log(logging.DEBUG if dry_run else logging.INFO, "clean-up%s: %s",
+            " (dry run)" if dry_run else "", report.summary())
     return report
