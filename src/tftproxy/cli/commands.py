@@ -252,9 +252,5 @@ def cmd_gc(args: argparse.Namespace) -> int:
             print(f"{'would drop' if args.dry_run else 'dropped'} generation {gen}")
         for busy in report.busy_sets:
             print(f"boot set {busy} is being fetched: left for the next clean-up")
-        free, drop = ("would free", "would drop") if args.dry_run else ("freed", "dropped")
-        print(f"{free} {human(report.freed_bytes)} in {len(report.deleted)} object(s), "
-              f"{drop} {len(report.dropped_generations)} old generation(s); kept "
-              f"{report.kept_objects} object(s), {human(report.kept_bytes)}; disk "
-              f"{human(report.disk_free)} free of {human(report.disk_total)}")
+        print(report.summary())
     return 0

@@ -61,7 +61,7 @@ class BootStore:
     def lock(self, name: str, *, create: bool = True) -> NameLock:
         """The lock of a name (or of ``set:<id>``), shared with every other process;
         ``create=False`` for a reader that must not write (its file is not made)."""
-        return NameLock(self.layout.locks_dir / f"{name_key(name)}.lock", create=create)
+        return NameLock(self.layout.lock_path(name_key(name)), create=create)
 
     def gc_lock(self, *, create: bool = True) -> NameLock:
         """Clean-up holds it exclusively; a fetch holds it shared from ingest to publish, so

@@ -131,7 +131,7 @@ class Adoption:
         self.transactions = transactions
 
     def _lock(self, name: str) -> NameLock:
-        return NameLock(self.layout.locks_dir / f"{name_key(name)}.lock")
+        return NameLock(self.layout.lock_path(name_key(name)))
 
     def _ingest_copy(self, name: str) -> tuple[Version, os.stat_result] | str:
         """Copy a plain file into the content store; the version, or why not."""

@@ -46,7 +46,7 @@ class GcReport:
         return (f"{free} {human.size(self.freed_bytes)} in {len(self.deleted)} object(s), "
                 f"{drop} {len(self.dropped_generations)} old generation(s); kept "
                 f"{self.kept_objects} object(s), {human.size(self.kept_bytes)}; disk "
-                f"{human.size(self.disk_free)} of {human.size(self.disk_total)} free")
+                f"{human.size(self.disk_free)} free of {human.size(self.disk_total)}")
 
 
 def _linked_from_tree(store: BootStore) -> set[str]:

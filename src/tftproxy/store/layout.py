@@ -70,6 +70,10 @@ class Layout:
     def locks_dir(self) -> Path:
         return self.private_dir / "locks"
 
+    def lock_path(self, key: str) -> Path:
+        """The lock file of a name's key (``names.name_key``): every process must agree on it."""
+        return self.locks_dir / f"{key}.lock"
+
     @property
     def quarantine_dir(self) -> Path:
         return self.private_dir / "quarantine"

@@ -76,7 +76,7 @@ class Recovery:
         self.transactions = transactions
 
     def _lock(self, key: str) -> NameLock:
-        return NameLock(self.layout.locks_dir / f"{key}.lock")
+        return NameLock(self.layout.lock_path(key))
 
     def recover(self) -> RecoveryReport:
         """Repair the whole tree; names whose lock a live process holds are left to it.
