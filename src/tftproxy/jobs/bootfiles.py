@@ -100,8 +100,7 @@ class BootFiles:
         return report
 
     async def close(self) -> None:
-        await self.sync.close()
-        await self.drain(0)
+        await self.drain(0)  # stops the sync dispatcher too
         await self.fetcher.close()
         self._locks.close()
         await self.store.close()
